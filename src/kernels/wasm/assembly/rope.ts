@@ -1,0 +1,356 @@
+// Fused rotary position embedding (RoPE) for q and k, WASM SIMD.
+//
+// Storage dtypes are raw IEEE bits: f32, f16 and bf16. Inputs are decoded
+// exactly, rotated in f32 or f64 with every operation rounded (no FMA, no
+// reassociation), and rounded ONCE to the storage dtype (round to nearest even,
+// subnormals exact, overflow to inf, NaN stays a quiet NaN). The SIMD loop works
+// on 4 pairs at a time; the scalar tail computes bit-identical results.
+//
+// This module owns no static data: memory is the shared one of the JS heap.
+
+// Codes shared with the JS glue (src/kernels/wasm/rope.ts).
+const DT_F32: i32 = 0;
+const DT_F16: i32 = 1;
+const DT_BF16: i32 = 2;
+const MATH_F32: i32 = 0;
+const MATH_F64: i32 = 1;
+const NEOX: i32 = 0;
+const GPTJ: i32 = 1;
+
+// ---------------------------------------------------------------------------
+// Conversions, SIMD (4 x f32 lanes) and scalar twins with identical results.
+// ---------------------------------------------------------------------------
+
+/** f16 bits held in the TOP 16 bits of each i32 lane (low 16 bits zero) -> exact f32. */
+// @ts-ignore: decorator
+@inline function f16TopToF32x4(top: v128): v128 {
+  // Arithmetic shift keeps the sign at bit 31 and drops exponent/mantissa into the
+  // low bits of f32's exponent field; scaling by 2^112 rebiases 15 -> 127 and
+  // turns f16 subnormals (f32 denormals here) into exact normals.
+  const v = f32x4.mul(v128.and(i32x4.shr_s(top, 3), i32x4.splat(<i32>0x8FFFE000)), i32x4.splat(0x77800000));
+  // Exponent 31 (inf/NaN) came out as a finite 2^16..2^17: force the exponent to all ones.
+  const infNan = i32x4.eq(v128.and(top, i32x4.splat(0x7C000000)), i32x4.splat(0x7C000000));
+  return v128.or(v, v128.and(infNan, i32x4.splat(0x7F800000)));
+}
+
+// @ts-ignore: decorator
+@inline function f16ToF32(h: u32): f32 {
+  const v = reinterpret<f32>((<i32>(h << 16) >> 3) & <i32>0x8FFFE000) * reinterpret<f32>(0x77800000);
+  return (h & 0x7C00) == 0x7C00 ? reinterpret<f32>(reinterpret<u32>(v) | 0x7F800000) : v;
+}
+
+/** f32x4 -> f16 bits in the low 16 bits of each i32 lane, round to nearest even. */
+// @ts-ignore: decorator
+@inline function f32x4ToF16(x: v128): v128 {
+  const sign = v128.and(x, i32x4.splat(<i32>0x80000000));
+  const a = v128.xor(x, sign);
+  // Normal: rebias the exponent (-112 << 23) and round at bit 13, ties to even via the odd bit.
+  const odd = v128.and(i32x4.shr_u(a, 13), i32x4.splat(1));
+  let r = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(<i32>0xC8000FFF)), odd), 13);
+  // |x| < 2^-14: adding 0.5 makes the FPU round at the f16 subnormal ulp 2^-24.
+  const sub = i32x4.sub(f32x4.add(a, i32x4.splat(0x3F000000)), i32x4.splat(0x3F000000));
+  r = v128.bitselect(sub, r, i32x4.lt_s(a, i32x4.splat(0x38800000)));
+  // |x| >= 2^16, inf or NaN: inf or a quiet NaN ([65520, 2^16) already carried into inf above).
+  const big = v128.bitselect(i32x4.splat(0x7E00), i32x4.splat(0x7C00), i32x4.gt_s(a, i32x4.splat(0x7F800000)));
+  r = v128.bitselect(big, r, i32x4.gt_s(a, i32x4.splat(0x477FFFFF)));
+  return v128.or(r, i32x4.shr_u(sign, 16));
+}
+
+// @ts-ignore: decorator
+@inline function f32ToF16(x: f32): u32 {
+  const bits = reinterpret<u32>(x);
+  const sign = bits & 0x80000000;
+  const a = bits ^ sign;
+  let r: u32;
+  if (a > 0x477FFFFF) r = a > 0x7F800000 ? 0x7E00 : 0x7C00;
+  else if (a < 0x38800000) r = reinterpret<u32>(reinterpret<f32>(a) + reinterpret<f32>(0x3F000000)) - 0x3F000000;
+  else r = (a + 0xC8000FFF + ((a >> 13) & 1)) >> 13;
+  return r | (sign >> 16);
+}
+
+/** f32x4 -> bf16 bits in the low 16 bits of each i32 lane, round to nearest even. */
+// @ts-ignore: decorator
+@inline function f32x4ToBf16(x: v128): v128 {
+  // Round at bit 16; a carry walks into the exponent and up to inf as it should.
+  const odd = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
+  const r = i32x4.shr_u(i32x4.add(i32x4.add(x, i32x4.splat(0x7FFF)), odd), 16);
+  // NaN: keep sign and payload top bits, set the quiet bit (rounding could have made it inf).
+  const nan = v128.or(i32x4.shr_u(x, 16), i32x4.splat(0x40));
+  return v128.bitselect(nan, r, f32x4.ne(x, x));
+}
+
+// @ts-ignore: decorator
+@inline function f32ToBf16(x: f32): u32 {
+  const bits = reinterpret<u32>(x);
+  if (x != x) return (bits >> 16) | 0x40;
+  return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+}
+
+// f64 -> f16/bf16 directly (one rounding), same scheme on 64-bit lanes:
+// normal: rebias and round at bit 52-m; subnormal: add a magic power of two
+// whose ulp is the target's subnormal ulp; big: inf or quiet NaN.
+const F64_INF: i64 = 0x7FF << 52;
+const F16_REBIAS: i64 = (<i64>(15 - 1023) << 52) + ((<i64>1 << 41) - 1);
+const F16_MIN_NORMAL: i64 = <i64>(1023 - 14) << 52;
+const F16_OVERFLOW: i64 = <i64>(1023 + 16) << 52;
+const F16_MAGIC: i64 = <i64>(1023 + 28) << 52; // 2^28: ulp 2^-24
+const BF16_REBIAS: i64 = (<i64>(127 - 1023) << 52) + ((<i64>1 << 44) - 1);
+const BF16_MIN_NORMAL: i64 = <i64>(1023 - 126) << 52;
+const BF16_OVERFLOW: i64 = <i64>(1023 + 128) << 52;
+const BF16_MAGIC: i64 = <i64>(1023 - 81) << 52; // 2^-81: ulp 2^-133
+
+/** f64x2 -> 16-bit (f16 when shift 42, bf16 when shift 45) in the low bits of each i64 lane. */
+// @ts-ignore: decorator
+@inline function f64x2ToHalf(x: v128, shift: i32, rebias: i64, minNormal: i64, overflow: i64, magic: i64, qnan: i64, inf: i64): v128 {
+  const sign = v128.and(x, i64x2.splat(i64.MIN_VALUE));
+  const a = v128.xor(x, sign);
+  const odd = v128.and(i64x2.shr_u(a, shift), i64x2.splat(1));
+  let r = i64x2.shr_u(i64x2.add(i64x2.add(a, i64x2.splat(rebias)), odd), shift);
+  const sub = i64x2.sub(f64x2.add(a, i64x2.splat(magic)), i64x2.splat(magic));
+  r = v128.bitselect(sub, r, i64x2.lt_s(a, i64x2.splat(minNormal)));
+  const big = v128.bitselect(i64x2.splat(qnan), i64x2.splat(inf), i64x2.gt_s(a, i64x2.splat(F64_INF)));
+  r = v128.bitselect(big, r, i64x2.gt_s(a, i64x2.splat(overflow - 1)));
+  return v128.or(r, i64x2.shr_u(sign, 48));
+}
+
+// @ts-ignore: decorator
+@inline function f64ToHalf(x: f64, shift: i32, rebias: i64, minNormal: i64, overflow: i64, magic: i64, qnan: u32, inf: u32): u32 {
+  const bits = reinterpret<u64>(x);
+  const sign = <u32>(bits >> 48) & 0x8000;
+  const a = bits & 0x7FFFFFFFFFFFFFFF;
+  let r: u32;
+  if (a >= <u64>overflow) r = a > <u64>F64_INF ? qnan : inf;
+  else if (a < <u64>minNormal) r = <u32>(reinterpret<u64>(reinterpret<f64>(a) + reinterpret<f64>(magic)) - <u64>magic);
+  else r = <u32>((a + <u64>rebias + ((a >> shift) & 1)) >> shift);
+  return r | sign;
+}
+
+// ---------------------------------------------------------------------------
+// One head row: rotate pairs [0, half), copy dims [2*half, headDim) bit-exact.
+// Inlined with constant (dtype, math, pairing) so each variant is branch-free.
+// ---------------------------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline function rotateRow(dtype: i32, math: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32): void {
+  const es: i32 = dtype == DT_F32 ? 2 : 1; // log2 element bytes
+  const zero = i32x4.splat(0);
+  const hiMask = i32x4.splat(<i32>0xFFFF0000);
+  let i = 0;
+  for (; i + 4 <= half; i += 4) {
+    // Load 4 pairs and decode them to exact f32 lanes x1, x2.
+    let x1: v128, x2: v128;
+    if (dtype == DT_F32) {
+      if (pairing == NEOX) {
+        x1 = v128.load(src + (<usize>i << 2));
+        x2 = v128.load(src + (<usize>(half + i) << 2));
+      } else {
+        // Interleaved pairs: deinterleave even/odd lanes.
+        const v0 = v128.load(src + (<usize>i << 3));
+        const v1 = v128.load(src + (<usize>i << 3), 16);
+        x1 = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
+        x2 = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
+      }
+    } else {
+      // 16-bit storage: put each value in the top half of a 32-bit lane.
+      let t1: v128, t2: v128;
+      if (pairing == NEOX) {
+        t1 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>i << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
+        t2 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>(half + i) << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
+      } else {
+        // Each 32-bit lane already holds one pair: x1 low, x2 high.
+        const v = v128.load(src + (<usize>i << 2));
+        t1 = i32x4.shl(v, 16);
+        t2 = v128.and(v, hiMask);
+      }
+      // bf16 in the top half IS the f32; f16 needs rebiasing.
+      x1 = dtype == DT_F16 ? f16TopToF32x4(t1) : t1;
+      x2 = dtype == DT_F16 ? f16TopToF32x4(t2) : t2;
+    }
+
+    // Rotate and encode: o1, o2 hold f32 bits, or 16-bit codes in the low half of each lane.
+    let o1: v128, o2: v128;
+    if (math == MATH_F32) {
+      const c = v128.load(tab + (<usize>i << 2));
+      const s = v128.load(tab + (<usize>(half + i) << 2));
+      const y1 = f32x4.sub(f32x4.mul(x1, c), f32x4.mul(x2, s));
+      const y2 = f32x4.add(f32x4.mul(x2, c), f32x4.mul(x1, s));
+      if (dtype == DT_F32) { o1 = y1; o2 = y2; }
+      else if (dtype == DT_F16) { o1 = f32x4ToF16(y1); o2 = f32x4ToF16(y2); }
+      else { o1 = f32x4ToBf16(y1); o2 = f32x4ToBf16(y2); }
+    } else {
+      // f64: two lanes at a time; promotion of the decoded f32 is exact.
+      const cp = tab + (<usize>i << 3);
+      const sp = tab + (<usize>(half + i) << 3);
+      const x1l = f64x2.promote_low_f32x4(x1);
+      const x1h = f64x2.promote_low_f32x4(i32x4.shuffle(x1, x1, 2, 3, 2, 3));
+      const x2l = f64x2.promote_low_f32x4(x2);
+      const x2h = f64x2.promote_low_f32x4(i32x4.shuffle(x2, x2, 2, 3, 2, 3));
+      const cl = v128.load(cp), ch = v128.load(cp, 16);
+      const sl = v128.load(sp), sh = v128.load(sp, 16);
+      const y1l = f64x2.sub(f64x2.mul(x1l, cl), f64x2.mul(x2l, sl));
+      const y1h = f64x2.sub(f64x2.mul(x1h, ch), f64x2.mul(x2h, sh));
+      const y2l = f64x2.add(f64x2.mul(x2l, cl), f64x2.mul(x1l, sl));
+      const y2h = f64x2.add(f64x2.mul(x2h, ch), f64x2.mul(x1h, sh));
+      if (dtype == DT_F32) {
+        o1 = i64x2.shuffle(f32x4.demote_f64x2_zero(y1l), f32x4.demote_f64x2_zero(y1h), 0, 2);
+        o2 = i64x2.shuffle(f32x4.demote_f64x2_zero(y2l), f32x4.demote_f64x2_zero(y2h), 0, 2);
+      } else if (dtype == DT_F16) {
+        o1 = i32x4.shuffle(
+          f64x2ToHalf(y1l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
+          f64x2ToHalf(y1h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
+        o2 = i32x4.shuffle(
+          f64x2ToHalf(y2l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
+          f64x2ToHalf(y2h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
+      } else {
+        o1 = i32x4.shuffle(
+          f64x2ToHalf(y1l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
+          f64x2ToHalf(y1h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
+        o2 = i32x4.shuffle(
+          f64x2ToHalf(y2l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
+          f64x2ToHalf(y2h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
+      }
+    }
+
+    // Store 4 pairs (after all loads of this step, so in place is safe).
+    if (dtype == DT_F32) {
+      if (pairing == NEOX) {
+        v128.store(dst + (<usize>i << 2), o1);
+        v128.store(dst + (<usize>(half + i) << 2), o2);
+      } else {
+        v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 0, 4, 1, 5));
+        v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 2, 6, 3, 7), 16);
+      }
+    } else if (pairing == NEOX) {
+      v128.store64_lane(dst + (<usize>i << 1), i16x8.narrow_i32x4_u(o1, o1), 0);
+      v128.store64_lane(dst + (<usize>(half + i) << 1), i16x8.narrow_i32x4_u(o2, o2), 0);
+    } else {
+      v128.store(dst + (<usize>i << 2), v128.or(o1, i32x4.shl(o2, 16)));
+    }
+  }
+
+  // Scalar tail (half not a multiple of 4): same operations one pair at a time.
+  for (; i < half; i++) {
+    const p1: usize = pairing == NEOX ? <usize>i : <usize>(2 * i);
+    const p2: usize = pairing == NEOX ? <usize>(half + i) : <usize>(2 * i + 1);
+    let x1: f32, x2: f32;
+    if (dtype == DT_F32) {
+      x1 = load<f32>(src + (p1 << 2));
+      x2 = load<f32>(src + (p2 << 2));
+    } else if (dtype == DT_F16) {
+      x1 = f16ToF32(load<u16>(src + (p1 << 1)));
+      x2 = f16ToF32(load<u16>(src + (p2 << 1)));
+    } else {
+      x1 = reinterpret<f32>(<u32>load<u16>(src + (p1 << 1)) << 16);
+      x2 = reinterpret<f32>(<u32>load<u16>(src + (p2 << 1)) << 16);
+    }
+    let o1: u32, o2: u32;
+    if (math == MATH_F32) {
+      const c = load<f32>(tab + (<usize>i << 2));
+      const s = load<f32>(tab + (<usize>(half + i) << 2));
+      const y1: f32 = x1 * c - x2 * s;
+      const y2: f32 = x2 * c + x1 * s;
+      if (dtype == DT_F32) { o1 = reinterpret<u32>(y1); o2 = reinterpret<u32>(y2); }
+      else if (dtype == DT_F16) { o1 = f32ToF16(y1); o2 = f32ToF16(y2); }
+      else { o1 = f32ToBf16(y1); o2 = f32ToBf16(y2); }
+    } else {
+      const c = load<f64>(tab + (<usize>i << 3));
+      const s = load<f64>(tab + (<usize>(half + i) << 3));
+      const y1: f64 = <f64>x1 * c - <f64>x2 * s;
+      const y2: f64 = <f64>x2 * c + <f64>x1 * s;
+      if (dtype == DT_F32) { o1 = reinterpret<u32>(<f32>y1); o2 = reinterpret<u32>(<f32>y2); }
+      else if (dtype == DT_F16) {
+        o1 = f64ToHalf(y1, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00);
+        o2 = f64ToHalf(y2, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00);
+      } else {
+        o1 = f64ToHalf(y1, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80);
+        o2 = f64ToHalf(y2, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80);
+      }
+    }
+    if (dtype == DT_F32) {
+      store<u32>(dst + (p1 << 2), o1);
+      store<u32>(dst + (p2 << 2), o2);
+    } else {
+      store<u16>(dst + (p1 << 1), <u16>o1);
+      store<u16>(dst + (p2 << 1), <u16>o2);
+    }
+  }
+
+  // Pass-through dims [rotaryDim, headDim): integer copies keep every bit (NaN payloads too).
+  if (dst != src) {
+    let off = <usize>(half << 1) << es;
+    const end = <usize>headDim << es;
+    for (; off + 16 <= end; off += 16) v128.store(dst + off, v128.load(src + off));
+    for (; off < end; off += 2) store<u16>(dst + off, load<u16>(src + off));
+  }
+}
+
+/** Dispatch to the row variant for kind = dtype * 4 + math * 2 + pairing. */
+function rotateRowAny(kind: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32): void {
+  switch (kind) {
+    case 0: rotateRow(DT_F32, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
+    case 1: rotateRow(DT_F32, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
+    case 2: rotateRow(DT_F32, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
+    case 3: rotateRow(DT_F32, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
+    case 4: rotateRow(DT_F16, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
+    case 5: rotateRow(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
+    case 6: rotateRow(DT_F16, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
+    case 7: rotateRow(DT_F16, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
+    case 8: rotateRow(DT_BF16, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
+    case 9: rotateRow(DT_BF16, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
+    case 10: rotateRow(DT_BF16, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
+    default: rotateRow(DT_BF16, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
+  }
+}
+
+/**
+ * Fused RoPE over q and k. For token t = b*seqLen + s, the table row at
+ * table + t*rotaryDim*sizeof(math) holds c[0..half) then sn[0..half), half = rotaryDim/2.
+ * For every q head then every k head, for every pair i < half with
+ * (x1, x2) = (x[i], x[i+half]) for neox or (x[2i], x[2i+1]) for gptj:
+ *
+ *   y1 = (x1*c[i]) - (x2*sn[i])
+ *   y2 = (x2*c[i]) + (x1*sn[i])
+ *
+ * each operation rounded in `math` precision, the result rounded once to the
+ * storage dtype; dims [rotaryDim, headDim) are copied bit-exact.
+ *
+ * Pointers are byte addresses; strides (batch, seq, head) are in elements and
+ * may be anything whose addresses land in memory (i32 arithmetic wraps mod 2^32).
+ * Output may alias input only exactly (same pointer and strides: in place).
+ */
+export function rope(
+  dtype: i32, math: i32, pairing: i32,
+  batch: i32, seqLen: i32, headDim: i32, rotaryDim: i32,
+  qHeads: i32,
+  qIn: usize, qInB: i32, qInS: i32, qInH: i32,
+  qOut: usize, qOutB: i32, qOutS: i32, qOutH: i32,
+  kHeads: i32,
+  kIn: usize, kInB: i32, kInS: i32, kInH: i32,
+  kOut: usize, kOutB: i32, kOutS: i32, kOutH: i32,
+  table: usize,
+): void {
+  const kind = dtype * 4 + math * 2 + pairing;
+  const half = rotaryDim >> 1;
+  const es: i32 = dtype == DT_F32 ? 2 : 1;
+  const tableRow = <usize>rotaryDim << (math == MATH_F64 ? 3 : 2);
+  let tab = table;
+  for (let b = 0; b < batch; b++) {
+    for (let s = 0; s < seqLen; s++, tab += tableRow) {
+      // One pass per token: its table row stays hot in L1 for all q and k heads.
+      let qi = qIn + (<usize>(b * qInB + s * qInS) << es);
+      let qo = qOut + (<usize>(b * qOutB + s * qOutS) << es);
+      for (let h = 0; h < qHeads; h++) {
+        rotateRowAny(kind, qi, qo, tab, half, headDim);
+        qi += <usize>qInH << es;
+        qo += <usize>qOutH << es;
+      }
+      let ki = kIn + (<usize>(b * kInB + s * kInS) << es);
+      let ko = kOut + (<usize>(b * kOutB + s * kOutS) << es);
+      for (let h = 0; h < kHeads; h++) {
+        rotateRowAny(kind, ki, ko, tab, half, headDim);
+        ki += <usize>kInH << es;
+        ko += <usize>kOutH << es;
+      }
+    }
+  }
+}
