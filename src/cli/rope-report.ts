@@ -38,7 +38,7 @@ export function ropeReportCommand(opts: RopeReportOptions): void {
   out.push('');
   out.push('halfpipe fused: float64-accurate angles, f32 math (f64 for f32 storage), one rounding on store. Best possible: ~0.71.');
   out.push('storage-dtype math: cos/sin cast to the storage dtype and x cos - y sin rounded after each op (HF transformers, candle).');
-  out.push("f32 angle: float32 position x float32 inv_freq as HF computes it, f32 math (halfpipe's --angles hf-compatible).");
+  out.push("f32 angle: float32 position x float32 inv_freq as HF computes it, f32 math (halfpipe's angles: 'hf-compatible' option).");
   out.push('ggml iterated angle: theta *= theta_scale in float32 per pair (llama.cpp), f32 math.');
   process.stdout.write(`${out.join('\n')}\n`);
 }

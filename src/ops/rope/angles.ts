@@ -41,15 +41,10 @@ function lowTable(invFreq: Float64Array): { cos: Float64Array; sin: Float64Array
 
 /**
  * Fills `out` with one row per token: rotaryDim/2 values m*cos(angle) then rotaryDim/2 values
- * m*sin(angle), m being the attention factor. `out` is a Float32Array (each value rounded once)
- * or a Float64Array. Positions must already be validated (integers >= 0).
+ * m*sin(angle), m being the attention factor, in float64 (an f32 kernel rounds each value once).
+ * Positions must already be validated (integers >= 0).
  */
-export function fillCosSin(
-  out: Float32Array | Float64Array,
-  positions: Int32Array,
-  freqs: RopeFrequencies,
-  mode: AngleMode,
-): void {
+export function fillCosSin(out: Float64Array, positions: Int32Array, freqs: RopeFrequencies, mode: AngleMode): void {
   const { invFreq, attentionFactor: m } = freqs;
   const half = invFreq.length;
   const row = 2 * half;

@@ -12,15 +12,15 @@ import { Tensor } from '../../core/tensor.js';
 import type { Rope, RopeInputs, RopeOutputs, RopePairing } from './rope.js';
 
 /** cos/sin per token widened to rotaryDim columns: [c0..c_{h-1}, c0..c_{h-1}] (NeoX) or [c0, c0, c1, c1, ...] (GPT-J). */
-function widen(table: Float32Array | Float64Array, tokens: number, rotaryDim: number, pairing: RopePairing) {
+function widen(table: Float64Array, tokens: number, rotaryDim: number, pairing: RopePairing, round: (v: number) => number) {
   const half = rotaryDim / 2;
   const cos = new Float64Array(tokens * rotaryDim);
   const sin = new Float64Array(tokens * rotaryDim);
   for (let t = 0; t < tokens; t++) {
     for (let j = 0; j < rotaryDim; j++) {
       const i = pairing === 'neox' ? j % half : j >> 1;
-      cos[t * rotaryDim + j] = table[t * rotaryDim + i]!;
-      sin[t * rotaryDim + j] = table[t * rotaryDim + half + i]!;
+      cos[t * rotaryDim + j] = round(table[t * rotaryDim + i]!);
+      sin[t * rotaryDim + j] = round(table[t * rotaryDim + half + i]!);
     }
   }
   return { cos, sin };
@@ -79,8 +79,8 @@ export function ropeReference(rope: Rope, inputs: RopeInputs): RopeOutputs {
   const plan = rope.plan(inputs);
   const { rotaryDim, pairing } = plan;
   const tokens = plan.q.input.batch * plan.q.input.seqLen;
-  const { cos, sin } = widen(plan.table, tokens, rotaryDim, pairing);
   const round = plan.math === 'f32' ? Math.fround : (v: number) => v;
+  const { cos, sin } = widen(plan.table, tokens, rotaryDim, pairing, round);
   for (const { input, output } of [plan.q, plan.k]) {
     // [b, s, h, d] -> [b, h, s, d], rotate, and back.
     const bhsd = input.tensor.permute(0, 2, 1, 3).contiguous();

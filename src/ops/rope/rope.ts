@@ -80,8 +80,8 @@ export interface RopePlan {
   pairing: RopePairing;
   q: { input: Bshd; output: Bshd };
   k: { input: Bshd; output: Bshd };
-  /** per token: rotaryDim/2 values m cos then rotaryDim/2 values m sin, in `math` precision */
-  table: Float32Array | Float64Array;
+  /** per token: rotaryDim/2 values m cos then rotaryDim/2 values m sin, float64 (round to `math` on use) */
+  table: Float64Array;
   outputs: RopeOutputs;
 }
 
@@ -134,22 +134,26 @@ export class Rope {
   }
 
   /**
-   * cos/sin rows for `positions` (validated here): rotaryDim/2 values m cos then m sin per token.
+   * cos/sin rows for `positions` (validated here): rotaryDim/2 values m cos then m sin per token,
+   * in float64. A kernel with f32 math rounds each value once.
    */
-  cosSin(positions: Int32Array, math: RopeMath, seqLen?: number): Float32Array | Float64Array {
+  cosSin(positions: Int32Array, seqLen?: number): Float64Array {
     this.checkPositions(positions, positions.length);
-    const len = seqLen ?? maxOf(positions) + 1;
+    const maxPosition = maxOf(positions);
+    const len = seqLen ?? maxPosition + 1;
     if (!Number.isInteger(len) || len < 1) fail('rope', `seqLen must be a positive integer, got ${len}`);
     const freqs = this.frequencies(len);
-    if (freqs.invFreq.length * 2 !== this.rotaryDim) fail('rope', `scaling gave ${freqs.invFreq.length} frequencies for rotary dim ${this.rotaryDim}`);
-    const table = math === 'f32' ? new Float32Array(positions.length * this.rotaryDim) : new Float64Array(positions.length * this.rotaryDim);
-    fillCosSin(table, positions, freqs, this.angles);
-    for (let i = 0; i < table.length; i++) {
-      if (!Number.isFinite(table[i])) {
-        const t = Math.floor(i / this.rotaryDim);
-        fail('rope', `non-finite cos/sin table at token ${t} (position ${positions[t]}, pair ${(i % this.rotaryDim) % (this.rotaryDim / 2)}): check the scaling parameters`);
+    const { invFreq, attentionFactor } = freqs;
+    if (invFreq.length * 2 !== this.rotaryDim) fail('rope', `scaling gave ${invFreq.length} frequencies for rotary dim ${this.rotaryDim}`);
+    // cos and sin of a finite angle are finite, so checking the factors checks the whole table.
+    if (!Number.isFinite(attentionFactor)) fail('rope', `non-finite cos/sin table: attention factor is ${attentionFactor}`);
+    for (let i = 0; i < invFreq.length; i++) {
+      if (!Number.isFinite(invFreq[i]! * maxPosition) || !Number.isFinite(invFreq[i]!)) {
+        fail('rope', `non-finite cos/sin table: inv_freq[${i}] = ${invFreq[i]} at position ${maxPosition}; check the scaling parameters`);
       }
     }
+    const table = new Float64Array(positions.length * this.rotaryDim);
+    fillCosSin(table, positions, freqs, this.angles);
     return table;
   }
 
@@ -192,7 +196,7 @@ export class Rope {
     const math = inputs.math ?? defaultMath(dtype);
     if (math !== 'f32' && math !== 'f64') fail('rope', `unknown math precision '${String(math)}' (supported: f32, f64)`);
     this.checkPositions(inputs.positions, q.batch * q.seqLen);
-    const table = this.cosSin(inputs.positions, math, inputs.seqLen);
+    const table = this.cosSin(inputs.positions, inputs.seqLen);
     return {
       dtype,
       math,
@@ -283,8 +287,8 @@ export function rotateStrided(plan: RopePlan): void {
             const j2 = pairing === 'neox' ? i + half : 2 * i + 1;
             const x1 = load(dtype, src.data, i0 + j1 * sd);
             const x2 = load(dtype, src.data, i0 + j2 * sd);
-            const c = table[row + i]!;
-            const sn = table[row + half + i]!;
+            const c = r(table[row + i]!);
+            const sn = r(table[row + half + i]!);
             store(dtype, dst.data, o0 + j1 * od, r(r(x1 * c) - r(x2 * sn)));
             store(dtype, dst.data, o0 + j2 * od, r(r(x2 * c) + r(x1 * sn)));
           }

@@ -131,8 +131,7 @@ function configError(fn: () => unknown, ...mustContain: string[]): string {
     caught = e;
   }
   assert.ok(caught instanceof RopeConfigError, `expected RopeConfigError, got ${String(caught)}`);
-  assert.ok(caught instanceof Error);
-  assert.equal(caught.name, 'RopeConfigError');
+  assert.ok(caught instanceof HalfpipeError && caught.code === 'config');
   assert.ok(!caught.message.includes('\n'), 'message must be one line');
   for (const s of mustContain) assert.ok(caught.message.includes(s), `"${caught.message}" should mention ${s}`);
   return caught.message;

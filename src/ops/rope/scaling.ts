@@ -16,7 +16,7 @@
  * `rope_parameters`; the dict's `rope_theta` wins over the top-level one; a top-level
  * `partial_rotary_factor` and `original_max_position_embeddings` win over the dict's.
  */
-import { fail } from '../../core/errors.js';
+import { fail, HalfpipeError } from '../../core/errors.js';
 
 /** The rope types HF ships in `ROPE_INIT_FUNCTIONS` (plus 'default'), minus 'proportional'. */
 export type RopeScalingType = 'default' | 'linear' | 'dynamic' | 'yarn' | 'llama3' | 'longrope';
@@ -58,10 +58,11 @@ export interface RopeScaling {
 }
 
 /** A rope configuration that HF would reject or that makes no numeric sense. One-line message. */
-export class RopeConfigError extends Error {
-  override readonly name = 'RopeConfigError';
-  /** same code a HalfpipeError would carry for a bad configuration */
-  readonly code = 'config' as const;
+/** A bad RoPE configuration: a HalfpipeError with code 'config', so the CLI reports it in one line. */
+export class RopeConfigError extends HalfpipeError {
+  constructor(message: string) {
+    super('config', message);
+  }
 }
 
 /** From a parsed HF config.json object. Throws RopeConfigError naming the problem. */

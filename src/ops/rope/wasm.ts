@@ -29,8 +29,10 @@ export function ropeWasmAvailable(plan: RopePlan): boolean {
 export function runRopeWasm(plan: RopePlan): void {
   const heap = wasmHeap();
   const { table } = plan;
-  const tablePtr = heap.alloc(table.byteLength);
+  const bytesPerValue = plan.math === 'f32' ? 4 : 8;
+  const tablePtr = heap.alloc(table.length * bytesPerValue);
   try {
+    // set() converts float64 to float32 with one rounding, natively.
     (plan.math === 'f32' ? heap.f32(tablePtr, table.length) : heap.f64(tablePtr, table.length)).set(table);
     const { input: q, output: qOut } = plan.q;
     const { input: k, output: kOut } = plan.k;
