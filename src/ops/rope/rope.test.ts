@@ -419,9 +419,11 @@ test('validation: an odd rotary dim and a non-finite table are rejected', () => 
   const odd: RopeScaling = { ...base, rotaryDim: 15, frequencies: base.frequencies.bind(base) };
   assert.throws(() => new Rope({ scaling: odd }), /rotary dim must be even and >= 2, got 15/);
   const broken: RopeScaling = { ...base, frequencies: () => ({ invFreq: new Float64Array(8).fill(NaN), attentionFactor: 1 }) };
-  errorCase(() => {}, /non-finite cos\/sin table at token 0/, { scaling: broken });
+  errorCase(() => {}, /non-finite cos\/sin table: inv_freq\[0\] = NaN/, { scaling: broken });
   const infinite: RopeScaling = { ...base, frequencies: () => ({ invFreq: base.frequencies(1).invFreq, attentionFactor: Infinity }) };
-  errorCase(() => {}, /non-finite cos\/sin table/, { scaling: infinite });
+  errorCase(() => {}, /non-finite cos\/sin table: attention factor is Infinity/, { scaling: infinite });
+  const overflowing: RopeScaling = { ...base, frequencies: () => ({ invFreq: new Float64Array(8).fill(1e308), attentionFactor: 1 }) };
+  errorCase(() => {}, /non-finite cos\/sin table: inv_freq\[0\] = 1e\+308 at position 5/, { scaling: overflowing });
 });
 
 test('validation: an output that overlaps its input in another layout is rejected', () => {
