@@ -4,9 +4,10 @@
  * allocator over it.
  *
  * Layout: bytes [0, RESERVED_BYTES) are never handed out. They keep pointer 0
- * invalid and hold the kernels' own static data (scripts/build-wasm.js fails a
- * kernel whose data reaches KERNEL_DATA_LIMIT; the rope kernel has none) plus
- * one probe word used by ptrOf. Allocations live in [RESERVED_BYTES, memory size).
+ * invalid and hold the kernels' own static data (asc places it from byte 1024;
+ * scripts/build-wasm.js fails a kernel whose data reaches KERNEL_DATA_LIMIT or
+ * overlaps another kernel's; rope has a 176-byte constant table) plus one probe
+ * word used by ptrOf. Allocations live in [RESERVED_BYTES, memory size).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -5,6 +5,7 @@
  * cos/sin of hi * 2^10 * w_i and of lo * w_i come from float64 tables, and the angle-addition
  * formula joins them. Each factor is accurate to ~1e-16, so the result is too, while a whole
  * 4096-token prefill needs only a few Math.cos calls per frequency beyond the cached low table.
+ * The join runs here (fillCosSin) or in the WASM kernel (kernels/wasm/angles.ts), bit-identically.
  *
  * 'hf-compatible' angles reproduce how HF transformers (and so training) computes them: the
  * position and w_i as float32, their product rounded to float32. At p = 2^20 that angle is off by
@@ -14,29 +15,61 @@ import type { RopeFrequencies } from './scaling.js';
 
 export type AngleMode = 'exact' | 'hf-compatible';
 
-const LOW_BITS = 10;
-const LOW_SIZE = 1 << LOW_BITS;
+export const LOW_BITS = 10;
+export const LOW_SIZE = 1 << LOW_BITS;
 
-/** cos/sin of lo * w_i for lo in [0, 1024), per frequency array (built once, 16 KiB per pair). */
-const lowTables = new WeakMap<Float64Array, { cos: Float64Array; sin: Float64Array }>();
+/** cos/sin tables in float64, `rows` rows of `half` values each: [rows][half] cos and [rows][half] sin. */
+export interface CosSinTable {
+  cos: Float64Array;
+  sin: Float64Array;
+}
 
-function lowTable(invFreq: Float64Array): { cos: Float64Array; sin: Float64Array } {
+const lowTables = new WeakMap<Float64Array, CosSinTable>();
+
+/** cos/sin of lo * w_i for lo in [0, 1024); built once per frequency array (1 MiB at half = 64). */
+export function lowTable(invFreq: Float64Array): CosSinTable {
   let table = lowTables.get(invFreq);
   if (!table) {
     const half = invFreq.length;
-    const cos = new Float64Array(LOW_SIZE * half);
-    const sin = new Float64Array(LOW_SIZE * half);
+    table = { cos: new Float64Array(LOW_SIZE * half), sin: new Float64Array(LOW_SIZE * half) };
     for (let lo = 0; lo < LOW_SIZE; lo++) {
       for (let i = 0; i < half; i++) {
         const angle = lo * invFreq[i]!;
-        cos[lo * half + i] = Math.cos(angle);
-        sin[lo * half + i] = Math.sin(angle);
+        table.cos[lo * half + i] = Math.cos(angle);
+        table.sin[lo * half + i] = Math.sin(angle);
       }
     }
-    table = { cos, sin };
     lowTables.set(invFreq, table);
   }
   return table;
+}
+
+/** cos/sin of hi * 2^10 * w_i for each distinct hi among the positions, and each token's row. */
+export function highTable(invFreq: Float64Array, positions: Int32Array): CosSinTable & { rows: number; rowOf: Int32Array } {
+  const half = invFreq.length;
+  const rowOf = new Int32Array(positions.length);
+  const his: number[] = [];
+  const seen = new Map<number, number>();
+  for (let t = 0; t < positions.length; t++) {
+    const hi = positions[t]! >>> LOW_BITS;
+    let row = seen.get(hi);
+    if (row === undefined) {
+      row = his.length;
+      his.push(hi);
+      seen.set(hi, row);
+    }
+    rowOf[t] = row;
+  }
+  const cos = new Float64Array(his.length * half);
+  const sin = new Float64Array(his.length * half);
+  his.forEach((hi, row) => {
+    for (let i = 0; i < half; i++) {
+      const angle = hi * LOW_SIZE * invFreq[i]!;
+      cos[row * half + i] = Math.cos(angle);
+      sin[row * half + i] = Math.sin(angle);
+    }
+  });
+  return { cos, sin, rows: his.length, rowOf };
 }
 
 /**
@@ -61,29 +94,18 @@ export function fillCosSin(out: Float64Array, positions: Int32Array, freqs: Rope
     return;
   }
   const low = lowTable(invFreq);
-  const hiCos = new Float64Array(half);
-  const hiSin = new Float64Array(half);
-  let cachedHi = -1;
+  const high = highTable(invFreq, positions);
   for (let t = 0; t < positions.length; t++) {
-    const p = positions[t]!;
-    const hi = p >>> LOW_BITS;
-    const lo = p & (LOW_SIZE - 1);
-    // Consecutive tokens usually share hi: recompute its cos/sin only when it changes.
-    if (hi !== cachedHi) {
-      for (let i = 0; i < half; i++) {
-        const angle = hi * LOW_SIZE * invFreq[i]!;
-        hiCos[i] = Math.cos(angle);
-        hiSin[i] = Math.sin(angle);
-      }
-      cachedHi = hi;
-    }
-    const base = lo * half;
+    const l = (positions[t]! & (LOW_SIZE - 1)) * half;
+    const h = high.rowOf[t]! * half;
     for (let i = 0; i < half; i++) {
-      const cl = low.cos[base + i]!;
-      const sl = low.sin[base + i]!;
+      const cl = low.cos[l + i]!;
+      const sl = low.sin[l + i]!;
+      const ch = high.cos[h + i]!;
+      const sh = high.sin[h + i]!;
       // cos(a + b) = cos a cos b - sin a sin b;  sin(a + b) = sin a cos b + cos a sin b
-      out[t * row + i] = m * (hiCos[i]! * cl - hiSin[i]! * sl);
-      out[t * row + half + i] = m * (hiSin[i]! * cl + hiCos[i]! * sl);
+      out[t * row + i] = m * (ch * cl - sh * sl);
+      out[t * row + half + i] = m * (sh * cl + ch * sl);
     }
   }
 }

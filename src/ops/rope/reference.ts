@@ -9,7 +9,7 @@
  */
 import { type DType, load, store } from '../../core/dtype.js';
 import { Tensor } from '../../core/tensor.js';
-import type { Rope, RopeInputs, RopeOutputs, RopePairing } from './rope.js';
+import { planTable, type Rope, type RopeInputs, type RopeOutputs, type RopePairing } from './rope.js';
 
 /** cos/sin per token widened to rotaryDim columns: [c0..c_{h-1}, c0..c_{h-1}] (NeoX) or [c0, c0, c1, c1, ...] (GPT-J). */
 function widen(table: Float64Array, tokens: number, rotaryDim: number, pairing: RopePairing, round: (v: number) => number) {
@@ -80,7 +80,7 @@ export function ropeReference(rope: Rope, inputs: RopeInputs): RopeOutputs {
   const { rotaryDim, pairing } = plan;
   const tokens = plan.q.input.batch * plan.q.input.seqLen;
   const round = plan.math === 'f32' ? Math.fround : (v: number) => v;
-  const { cos, sin } = widen(plan.table, tokens, rotaryDim, pairing, round);
+  const { cos, sin } = widen(planTable(plan), tokens, rotaryDim, pairing, round);
   for (const { input, output } of [plan.q, plan.k]) {
     // [b, s, h, d] -> [b, h, s, d], rotate, and back.
     const bhsd = input.tensor.permute(0, 2, 1, 3).contiguous();

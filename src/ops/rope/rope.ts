@@ -80,8 +80,9 @@ export interface RopePlan {
   pairing: RopePairing;
   q: { input: Bshd; output: Bshd };
   k: { input: Bshd; output: Bshd };
-  /** per token: rotaryDim/2 values m cos then rotaryDim/2 values m sin, float64 (round to `math` on use) */
-  table: Float64Array;
+  positions: Int32Array;
+  freqs: RopeFrequencies;
+  angles: AngleMode;
   outputs: RopeOutputs;
 }
 
@@ -134,10 +135,10 @@ export class Rope {
   }
 
   /**
-   * cos/sin rows for `positions` (validated here): rotaryDim/2 values m cos then m sin per token,
-   * in float64. A kernel with f32 math rounds each value once.
+   * The frequencies for a call over `positions` (validated here), after checking that they give a
+   * finite cos/sin table. seqLen defaults to max(positions) + 1.
    */
-  cosSin(positions: Int32Array, seqLen?: number): Float64Array {
+  frequenciesFor(positions: Int32Array, seqLen?: number): RopeFrequencies {
     this.checkPositions(positions, positions.length);
     const maxPosition = maxOf(positions);
     const len = seqLen ?? maxPosition + 1;
@@ -152,6 +153,12 @@ export class Rope {
         fail('rope', `non-finite cos/sin table: inv_freq[${i}] = ${invFreq[i]} at position ${maxPosition}; check the scaling parameters`);
       }
     }
+    return freqs;
+  }
+
+  /** cos/sin rows for `positions`: rotaryDim/2 values m cos then m sin per token, in float64. */
+  cosSin(positions: Int32Array, seqLen?: number): Float64Array {
+    const freqs = this.frequenciesFor(positions, seqLen);
     const table = new Float64Array(positions.length * this.rotaryDim);
     fillCosSin(table, positions, freqs, this.angles);
     return table;
@@ -166,7 +173,7 @@ export class Rope {
     }
   }
 
-  /** Validates a call and builds its table. Throws before anything is written. */
+  /** Validates a call. Throws before anything is written. */
   plan(inputs: RopeInputs): RopePlan {
     const { layout } = inputs;
     if (!ROPE_LAYOUTS.includes(layout)) fail('rope', `unknown layout '${String(layout)}' (supported: ${ROPE_LAYOUTS.join(', ')})`);
@@ -196,7 +203,7 @@ export class Rope {
     const math = inputs.math ?? defaultMath(dtype);
     if (math !== 'f32' && math !== 'f64') fail('rope', `unknown math precision '${String(math)}' (supported: f32, f64)`);
     this.checkPositions(inputs.positions, q.batch * q.seqLen);
-    const table = this.cosSin(inputs.positions, inputs.seqLen);
+    const freqs = this.frequenciesFor(inputs.positions, inputs.seqLen);
     return {
       dtype,
       math,
@@ -204,7 +211,9 @@ export class Rope {
       pairing: this.pairing,
       q: { input: q, output: qOut },
       k: { input: k, output: kOut },
-      table,
+      positions: inputs.positions,
+      freqs,
+      angles: this.angles,
       outputs: { q: out.q, k: out.k },
     };
   }
@@ -216,6 +225,13 @@ export class Rope {
     else rotateStrided(plan);
     return plan.outputs;
   }
+}
+
+/** A plan's cos/sin rows in float64 (the TypeScript paths; the WASM path builds its own in the heap). */
+export function planTable(plan: RopePlan): Float64Array {
+  const table = new Float64Array(plan.positions.length * plan.rotaryDim);
+  fillCosSin(table, plan.positions, plan.freqs, plan.angles);
+  return table;
 }
 
 function maxOf(a: Int32Array): number {
@@ -266,7 +282,8 @@ function checkOverlaps(pairs: [string, Tensor, Tensor][]): void {
  * product and sum in `math` precision (no fused multiply-add), then one rounding on store.
  */
 export function rotateStrided(plan: RopePlan): void {
-  const { dtype, rotaryDim, table, pairing } = plan;
+  const { dtype, rotaryDim, pairing } = plan;
+  const table = planTable(plan);
   const half = rotaryDim / 2;
   const f32 = plan.math === 'f32';
   const r = f32 ? Math.fround : (x: number) => x;

@@ -3,10 +3,15 @@
 // Storage dtypes are raw IEEE bits: f32, f16 and bf16. Inputs are decoded
 // exactly, rotated in f32 or f64 with every operation rounded (no FMA, no
 // reassociation), and rounded ONCE to the storage dtype (round to nearest even,
-// subnormals exact, overflow to inf, NaN stays a quiet NaN). The SIMD loop works
-// on 4 pairs at a time; the scalar tail computes bit-identical results.
+// subnormals exact, overflow to inf, NaN stays a quiet NaN).
 //
-// This module owns no static data: memory is the shared one of the JS heap.
+// Per row: f16 with f32 math runs a fast 8-pair loop that assumes ordinary
+// values and checks that assumption; everything else (and any 8 pairs that fail
+// the check) goes through a general 4-pair SIMD step; a scalar tail with
+// bit-identical results handles half % 4 pairs.
+//
+// Memory is the shared one of the JS heap; the only static data is a small
+// constant table below 64 KiB, inside the heap's reserved region.
 
 // Codes shared with the JS glue (src/kernels/wasm/rope.ts).
 const DT_F32: i32 = 0;
@@ -126,107 +131,251 @@ const BF16_MAGIC: i64 = <i64>(1023 - 81) << 52; // 2^-81: ulp 2^-133
 }
 
 // ---------------------------------------------------------------------------
-// One head row: rotate pairs [0, half), copy dims [2*half, headDim) bit-exact.
-// Inlined with constant (dtype, math, pairing) so each variant is branch-free.
+// Fast path: f16 storage, f32 math, 8 pairs per step. It assumes every input
+// is finite and every result is an f16 normal (or rounds up to inf from below
+// 2^16); a cheap check per step sends anything else (inf/NaN inputs, zero,
+// subnormal or overflowing results) through rotate4, which handles it all.
 // ---------------------------------------------------------------------------
+
+// Constants of the fast path as static data (a splat of 4 u32 each). V8 rematerialises
+// v128.const inside loops (3 instructions per use); loaded once they stay in a
+// register or a stack slot instead. This is the kernel's only static data.
+const K_F7FF = 0; // i16: inputs with exponent 31 have (h << 1) > 0xF7FF
+const K_8FFF = 1; // i16: sign + exponent + top mantissa bits after h >> 3
+const K_0400 = 2; // i16: smallest normal f16 code
+const K_7800 = 3; // i16: 0x7C00 - 0x0400
+const K_2P112 = 4; // f32: 2^112 rebiases exponents 15 -> 127
+const K_ABS = 5; // i32: clears the sign
+const K_REBIAS = 6; // i32: (-112 << 23) + 0xFFF, exponent rebias plus rounding bias
+const K_ONE = 7; // i32: 1
+const K_TOP = 8; // i32: (f16 in the top half >> 3) mask
+const K_HI = 9; // i32: top half of a 32-bit lane
+const K_8000 = 10; // i16: sign bit
+const F16_CONSTS = memory.data<u32>([
+  0xF7FFF7FF, 0xF7FFF7FF, 0xF7FFF7FF, 0xF7FFF7FF,
+  0x8FFF8FFF, 0x8FFF8FFF, 0x8FFF8FFF, 0x8FFF8FFF,
+  0x04000400, 0x04000400, 0x04000400, 0x04000400,
+  0x78007800, 0x78007800, 0x78007800, 0x78007800,
+  0x77800000, 0x77800000, 0x77800000, 0x77800000,
+  0x7FFFFFFF, 0x7FFFFFFF, 0x7FFFFFFF, 0x7FFFFFFF,
+  0xC8000FFF, 0xC8000FFF, 0xC8000FFF, 0xC8000FFF,
+  0x00000001, 0x00000001, 0x00000001, 0x00000001,
+  0x8FFFE000, 0x8FFFE000, 0x8FFFE000, 0x8FFFE000,
+  0xFFFF0000, 0xFFFF0000, 0xFFFF0000, 0xFFFF0000,
+  0x80008000, 0x80008000, 0x80008000, 0x80008000,
+], 16);
+
+// @ts-ignore: decorator
+@inline function k(index: i32): v128 {
+  return v128.load(F16_CONSTS + (<usize>index << 4));
+}
+
+/** |y| rounded to f16 bits, valid when |y| in [2^-14, 2^16]; other lanes give codes outside [0x400, 0x7C00]. */
+// @ts-ignore: decorator
+@inline function absCodeF16(y: v128, kAbs: v128, kRebias: v128, kOne: v128): v128 {
+  const a = v128.and(y, kAbs);
+  return i32x4.shr_u(i32x4.add(i32x4.add(a, kRebias), v128.and(i32x4.shr_u(a, 13), kOne)), 13);
+}
+
+/** Sign bits of 8 f32 lanes (ya: 0..3, yb: 4..7) at bit 15 of each i16 lane. */
+// @ts-ignore: decorator
+@inline function signsF16(ya: v128, yb: v128, k8000: v128): v128 {
+  // As i32, a negative float is < -32768 and saturates to 0x8000; a positive one gives at most 0x7FFF.
+  return v128.and(i16x8.narrow_i32x4_s(ya, yb), k8000);
+}
+
+/** 4 f16 in the top halves of i32 lanes -> f32, assuming no inf/NaN (checked separately). */
+// @ts-ignore: decorator
+@inline function f16TopFinite(top: v128, kTop: v128, k2p112: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(top, 3), kTop), k2p112);
+}
+
+/** The general path for 8 pairs, out of line so the fast loop keeps its registers. */
+function rotate8F16Slow(pairing: i32, src: usize, dst: usize, tab: usize, half: i32, i: i32): void {
+  if (pairing == NEOX) {
+    rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i);
+    rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i + 4);
+  } else {
+    rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i);
+    rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i + 4);
+  }
+}
+
+/** Rotates pairs [0, 8*floor(half/8)) of one f16 row; returns how many pairs it did. */
+// @ts-ignore: decorator
+@inline function rotateF16Fast(pairing: i32, src: usize, dst: usize, tab: usize, half: i32): i32 {
+  const kF7FF = k(K_F7FF), k8FFF = k(K_8FFF), k0400 = k(K_0400), k7800 = k(K_7800);
+  const k2p112 = k(K_2P112), kAbs = k(K_ABS), kRebias = k(K_REBIAS), kOne = k(K_ONE);
+  let i = 0;
+  for (; i + 8 <= half; i += 8) {
+    // Load 8 pairs, flag inf/NaN inputs (exponent 31), decode to f32 lanes: a = pairs 0..3, b = 4..7.
+    let x1a: v128, x1b: v128, x2a: v128, x2b: v128, special: v128;
+    if (pairing == NEOX) {
+      const h1 = v128.load(src + (<usize>i << 1));
+      const h2 = v128.load(src + (<usize>(half + i) << 1));
+      special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(h1, 1), i16x8.shl(h2, 1)), kF7FF);
+      // Each f32 is (high half, low half) = ((h >> 3) & 0x8FFF, h << 13), then scaled by 2^112.
+      const hi1 = v128.and(i16x8.shr_s(h1, 3), k8FFF), lo1 = i16x8.shl(h1, 13);
+      const hi2 = v128.and(i16x8.shr_s(h2, 3), k8FFF), lo2 = i16x8.shl(h2, 13);
+      x1a = f32x4.mul(i16x8.shuffle(lo1, hi1, 0, 8, 1, 9, 2, 10, 3, 11), k2p112);
+      x1b = f32x4.mul(i16x8.shuffle(lo1, hi1, 4, 12, 5, 13, 6, 14, 7, 15), k2p112);
+      x2a = f32x4.mul(i16x8.shuffle(lo2, hi2, 0, 8, 1, 9, 2, 10, 3, 11), k2p112);
+      x2b = f32x4.mul(i16x8.shuffle(lo2, hi2, 4, 12, 5, 13, 6, 14, 7, 15), k2p112);
+    } else {
+      // Interleaved: each 32-bit lane is one pair (x1 low, x2 high); move each half to the top.
+      const v0 = v128.load(src + (<usize>i << 2));
+      const v1 = v128.load(src + (<usize>i << 2), 16);
+      special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(v0, 1), i16x8.shl(v1, 1)), kF7FF);
+      const kTop = k(K_TOP), kHi = k(K_HI);
+      x1a = f16TopFinite(i32x4.shl(v0, 16), kTop, k2p112);
+      x2a = f16TopFinite(v128.and(v0, kHi), kTop, k2p112);
+      x1b = f16TopFinite(i32x4.shl(v1, 16), kTop, k2p112);
+      x2b = f16TopFinite(v128.and(v1, kHi), kTop, k2p112);
+    }
+
+    // Rotate in f32, each operation rounded.
+    const c0 = v128.load(tab + (<usize>i << 2));
+    const c1 = v128.load(tab + (<usize>i << 2), 16);
+    const s0 = v128.load(tab + (<usize>(half + i) << 2));
+    const s1 = v128.load(tab + (<usize>(half + i) << 2), 16);
+    const y1a = f32x4.sub(f32x4.mul(x1a, c0), f32x4.mul(x2a, s0));
+    const y1b = f32x4.sub(f32x4.mul(x1b, c1), f32x4.mul(x2b, s1));
+    const y2a = f32x4.add(f32x4.mul(x2a, c0), f32x4.mul(x1a, s0));
+    const y2b = f32x4.add(f32x4.mul(x2b, c1), f32x4.mul(x1b, s1));
+
+    // Round |y| as f16 normals, 8 codes per vector; a code outside [0x400, 0x7C00]
+    // means that lane was not one (zero, subnormal, overflow, inf, NaN).
+    const n1 = i16x8.narrow_i32x4_u(absCodeF16(y1a, kAbs, kRebias, kOne), absCodeF16(y1b, kAbs, kRebias, kOne));
+    const n2 = i16x8.narrow_i32x4_u(absCodeF16(y2a, kAbs, kRebias, kOne), absCodeF16(y2b, kAbs, kRebias, kOne));
+    const range = i16x8.sub_sat_u(i16x8.max_u(i16x8.sub(n1, k0400), i16x8.sub(n2, k0400)), k7800);
+    if (v128.any_true(v128.or(special, range))) {
+      // Rare: redo these 8 pairs with the exact general path (nothing was stored yet).
+      rotate8F16Slow(pairing, src, dst, tab, half, i);
+      continue;
+    }
+    const k8000 = k(K_8000);
+    const o1 = v128.or(n1, signsF16(y1a, y1b, k8000));
+    const o2 = v128.or(n2, signsF16(y2a, y2b, k8000));
+    if (pairing == NEOX) {
+      v128.store(dst + (<usize>i << 1), o1);
+      v128.store(dst + (<usize>(half + i) << 1), o2);
+    } else {
+      v128.store(dst + (<usize>i << 2), i16x8.shuffle(o1, o2, 0, 8, 1, 9, 2, 10, 3, 11));
+      v128.store(dst + (<usize>i << 2), i16x8.shuffle(o1, o2, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+    }
+  }
+  return i;
+}
+
+// ---------------------------------------------------------------------------
+// General SIMD step and one head row: rotate pairs [0, half), copy dims
+// [2*half, headDim) bit-exact. Inlined with constant (dtype, math, pairing) so
+// each variant is branch-free.
+// ---------------------------------------------------------------------------
+
+/** 4 pairs starting at pair i, any dtype/math/pairing, every special value handled. */
+// @ts-ignore: decorator
+@inline function rotate4(dtype: i32, math: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, i: i32): void {
+  const zero = i32x4.splat(0);
+  const hiMask = i32x4.splat(<i32>0xFFFF0000);
+  // Load 4 pairs and decode them to exact f32 lanes x1, x2.
+  let x1: v128, x2: v128;
+  if (dtype == DT_F32) {
+    if (pairing == NEOX) {
+      x1 = v128.load(src + (<usize>i << 2));
+      x2 = v128.load(src + (<usize>(half + i) << 2));
+    } else {
+      // Interleaved pairs: deinterleave even/odd lanes.
+      const v0 = v128.load(src + (<usize>i << 3));
+      const v1 = v128.load(src + (<usize>i << 3), 16);
+      x1 = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
+      x2 = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
+    }
+  } else {
+    // 16-bit storage: put each value in the top half of a 32-bit lane.
+    let t1: v128, t2: v128;
+    if (pairing == NEOX) {
+      t1 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>i << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
+      t2 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>(half + i) << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
+    } else {
+      // Each 32-bit lane already holds one pair: x1 low, x2 high.
+      const v = v128.load(src + (<usize>i << 2));
+      t1 = i32x4.shl(v, 16);
+      t2 = v128.and(v, hiMask);
+    }
+    // bf16 in the top half IS the f32; f16 needs rebiasing.
+    x1 = dtype == DT_F16 ? f16TopToF32x4(t1) : t1;
+    x2 = dtype == DT_F16 ? f16TopToF32x4(t2) : t2;
+  }
+
+  // Rotate and encode: o1, o2 hold f32 bits, or 16-bit codes in the low half of each lane.
+  let o1: v128, o2: v128;
+  if (math == MATH_F32) {
+    const c = v128.load(tab + (<usize>i << 2));
+    const s = v128.load(tab + (<usize>(half + i) << 2));
+    const y1 = f32x4.sub(f32x4.mul(x1, c), f32x4.mul(x2, s));
+    const y2 = f32x4.add(f32x4.mul(x2, c), f32x4.mul(x1, s));
+    if (dtype == DT_F32) { o1 = y1; o2 = y2; }
+    else if (dtype == DT_F16) { o1 = f32x4ToF16(y1); o2 = f32x4ToF16(y2); }
+    else { o1 = f32x4ToBf16(y1); o2 = f32x4ToBf16(y2); }
+  } else {
+    // f64: two lanes at a time; promotion of the decoded f32 is exact.
+    const cp = tab + (<usize>i << 3);
+    const sp = tab + (<usize>(half + i) << 3);
+    const x1l = f64x2.promote_low_f32x4(x1);
+    const x1h = f64x2.promote_low_f32x4(i32x4.shuffle(x1, x1, 2, 3, 2, 3));
+    const x2l = f64x2.promote_low_f32x4(x2);
+    const x2h = f64x2.promote_low_f32x4(i32x4.shuffle(x2, x2, 2, 3, 2, 3));
+    const cl = v128.load(cp), ch = v128.load(cp, 16);
+    const sl = v128.load(sp), sh = v128.load(sp, 16);
+    const y1l = f64x2.sub(f64x2.mul(x1l, cl), f64x2.mul(x2l, sl));
+    const y1h = f64x2.sub(f64x2.mul(x1h, ch), f64x2.mul(x2h, sh));
+    const y2l = f64x2.add(f64x2.mul(x2l, cl), f64x2.mul(x1l, sl));
+    const y2h = f64x2.add(f64x2.mul(x2h, ch), f64x2.mul(x1h, sh));
+    if (dtype == DT_F32) {
+      o1 = i64x2.shuffle(f32x4.demote_f64x2_zero(y1l), f32x4.demote_f64x2_zero(y1h), 0, 2);
+      o2 = i64x2.shuffle(f32x4.demote_f64x2_zero(y2l), f32x4.demote_f64x2_zero(y2h), 0, 2);
+    } else if (dtype == DT_F16) {
+      o1 = i32x4.shuffle(
+        f64x2ToHalf(y1l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
+        f64x2ToHalf(y1h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
+      o2 = i32x4.shuffle(
+        f64x2ToHalf(y2l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
+        f64x2ToHalf(y2h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
+    } else {
+      o1 = i32x4.shuffle(
+        f64x2ToHalf(y1l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
+        f64x2ToHalf(y1h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
+      o2 = i32x4.shuffle(
+        f64x2ToHalf(y2l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
+        f64x2ToHalf(y2h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
+    }
+  }
+
+  // Store 4 pairs (after all loads of this step, so in place is safe).
+  if (dtype == DT_F32) {
+    if (pairing == NEOX) {
+      v128.store(dst + (<usize>i << 2), o1);
+      v128.store(dst + (<usize>(half + i) << 2), o2);
+    } else {
+      v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 0, 4, 1, 5));
+      v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 2, 6, 3, 7), 16);
+    }
+  } else if (pairing == NEOX) {
+    v128.store64_lane(dst + (<usize>i << 1), i16x8.narrow_i32x4_u(o1, o1), 0);
+    v128.store64_lane(dst + (<usize>(half + i) << 1), i16x8.narrow_i32x4_u(o2, o2), 0);
+  } else {
+    v128.store(dst + (<usize>i << 2), v128.or(o1, i32x4.shl(o2, 16)));
+  }
+}
 
 // @ts-ignore: decorator
 @inline function rotateRow(dtype: i32, math: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32): void {
   const es: i32 = dtype == DT_F32 ? 2 : 1; // log2 element bytes
-  const zero = i32x4.splat(0);
-  const hiMask = i32x4.splat(<i32>0xFFFF0000);
   let i = 0;
-  for (; i + 4 <= half; i += 4) {
-    // Load 4 pairs and decode them to exact f32 lanes x1, x2.
-    let x1: v128, x2: v128;
-    if (dtype == DT_F32) {
-      if (pairing == NEOX) {
-        x1 = v128.load(src + (<usize>i << 2));
-        x2 = v128.load(src + (<usize>(half + i) << 2));
-      } else {
-        // Interleaved pairs: deinterleave even/odd lanes.
-        const v0 = v128.load(src + (<usize>i << 3));
-        const v1 = v128.load(src + (<usize>i << 3), 16);
-        x1 = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
-        x2 = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
-      }
-    } else {
-      // 16-bit storage: put each value in the top half of a 32-bit lane.
-      let t1: v128, t2: v128;
-      if (pairing == NEOX) {
-        t1 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>i << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
-        t2 = i16x8.shuffle(zero, v128.load64_zero(src + (<usize>(half + i) << 1)), 0, 8, 1, 9, 2, 10, 3, 11);
-      } else {
-        // Each 32-bit lane already holds one pair: x1 low, x2 high.
-        const v = v128.load(src + (<usize>i << 2));
-        t1 = i32x4.shl(v, 16);
-        t2 = v128.and(v, hiMask);
-      }
-      // bf16 in the top half IS the f32; f16 needs rebiasing.
-      x1 = dtype == DT_F16 ? f16TopToF32x4(t1) : t1;
-      x2 = dtype == DT_F16 ? f16TopToF32x4(t2) : t2;
-    }
-
-    // Rotate and encode: o1, o2 hold f32 bits, or 16-bit codes in the low half of each lane.
-    let o1: v128, o2: v128;
-    if (math == MATH_F32) {
-      const c = v128.load(tab + (<usize>i << 2));
-      const s = v128.load(tab + (<usize>(half + i) << 2));
-      const y1 = f32x4.sub(f32x4.mul(x1, c), f32x4.mul(x2, s));
-      const y2 = f32x4.add(f32x4.mul(x2, c), f32x4.mul(x1, s));
-      if (dtype == DT_F32) { o1 = y1; o2 = y2; }
-      else if (dtype == DT_F16) { o1 = f32x4ToF16(y1); o2 = f32x4ToF16(y2); }
-      else { o1 = f32x4ToBf16(y1); o2 = f32x4ToBf16(y2); }
-    } else {
-      // f64: two lanes at a time; promotion of the decoded f32 is exact.
-      const cp = tab + (<usize>i << 3);
-      const sp = tab + (<usize>(half + i) << 3);
-      const x1l = f64x2.promote_low_f32x4(x1);
-      const x1h = f64x2.promote_low_f32x4(i32x4.shuffle(x1, x1, 2, 3, 2, 3));
-      const x2l = f64x2.promote_low_f32x4(x2);
-      const x2h = f64x2.promote_low_f32x4(i32x4.shuffle(x2, x2, 2, 3, 2, 3));
-      const cl = v128.load(cp), ch = v128.load(cp, 16);
-      const sl = v128.load(sp), sh = v128.load(sp, 16);
-      const y1l = f64x2.sub(f64x2.mul(x1l, cl), f64x2.mul(x2l, sl));
-      const y1h = f64x2.sub(f64x2.mul(x1h, ch), f64x2.mul(x2h, sh));
-      const y2l = f64x2.add(f64x2.mul(x2l, cl), f64x2.mul(x1l, sl));
-      const y2h = f64x2.add(f64x2.mul(x2h, ch), f64x2.mul(x1h, sh));
-      if (dtype == DT_F32) {
-        o1 = i64x2.shuffle(f32x4.demote_f64x2_zero(y1l), f32x4.demote_f64x2_zero(y1h), 0, 2);
-        o2 = i64x2.shuffle(f32x4.demote_f64x2_zero(y2l), f32x4.demote_f64x2_zero(y2h), 0, 2);
-      } else if (dtype == DT_F16) {
-        o1 = i32x4.shuffle(
-          f64x2ToHalf(y1l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
-          f64x2ToHalf(y1h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
-        o2 = i32x4.shuffle(
-          f64x2ToHalf(y2l, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00),
-          f64x2ToHalf(y2h, 42, F16_REBIAS, F16_MIN_NORMAL, F16_OVERFLOW, F16_MAGIC, 0x7E00, 0x7C00), 0, 2, 4, 6);
-      } else {
-        o1 = i32x4.shuffle(
-          f64x2ToHalf(y1l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
-          f64x2ToHalf(y1h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
-        o2 = i32x4.shuffle(
-          f64x2ToHalf(y2l, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80),
-          f64x2ToHalf(y2h, 45, BF16_REBIAS, BF16_MIN_NORMAL, BF16_OVERFLOW, BF16_MAGIC, 0x7FC0, 0x7F80), 0, 2, 4, 6);
-      }
-    }
-
-    // Store 4 pairs (after all loads of this step, so in place is safe).
-    if (dtype == DT_F32) {
-      if (pairing == NEOX) {
-        v128.store(dst + (<usize>i << 2), o1);
-        v128.store(dst + (<usize>(half + i) << 2), o2);
-      } else {
-        v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 0, 4, 1, 5));
-        v128.store(dst + (<usize>i << 3), i32x4.shuffle(o1, o2, 2, 6, 3, 7), 16);
-      }
-    } else if (pairing == NEOX) {
-      v128.store64_lane(dst + (<usize>i << 1), i16x8.narrow_i32x4_u(o1, o1), 0);
-      v128.store64_lane(dst + (<usize>(half + i) << 1), i16x8.narrow_i32x4_u(o2, o2), 0);
-    } else {
-      v128.store(dst + (<usize>i << 2), v128.or(o1, i32x4.shl(o2, 16)));
-    }
-  }
+  // f16 with f32 math (the common case) has a dedicated 8-pair fast path.
+  if (dtype == DT_F16 && math == MATH_F32) i = rotateF16Fast(pairing, src, dst, tab, half);
+  for (; i + 4 <= half; i += 4) rotate4(dtype, math, pairing, src, dst, tab, half, i);
 
   // Scalar tail (half not a multiple of 4): same operations one pair at a time.
   for (; i < half; i++) {
