@@ -1,30 +1,40 @@
 /**
  * Micro benchmark of the fused RoPE wasm kernel on a LLaMA-7B prefill step
  * (batch 1, 4096 tokens, 32 q heads, 8 kv heads, head_dim 128, table precomputed)
- * against a plain copy of the same bytes (read q,k + write q,k).
+ * against a plain copy of the same bytes (read q,k + write q,k, one thread), with the
+ * kernel on 1 thread and on N threads (the worker pool). Every round times each variant
+ * once, so a noisy machine slows them alike; the table gives the best and the median
+ * round, and ratios are copy time / rope time (1 = as fast as the copy).
  *
- *   npm run build && node dist/bench/rope-kernel.js [tokens] [reps]
+ *   npm run build && node dist/bench/rope-kernel.js [tokens] [rounds] [threads]
+ *   ROPE_BENCH=f16/f32/neox,bf16/f32/neox   only these configurations
  */
+import { availableParallelism } from 'node:os';
 import { wasmHeap } from '../src/kernels/wasm/heap.js';
+import { poolReady, setThreads } from '../src/kernels/wasm/pool.js';
 import { ropeWasm, type RopeWasmCall, type StorageDType } from '../src/kernels/wasm/rope.js';
 
 const tokens = Number(process.argv[2] ?? 4096);
-const reps = Number(process.argv[3] ?? 15);
+const rounds = Number(process.argv[3] ?? 15);
+const nThreads = Number(process.argv[4] ?? availableParallelism());
 const qHeads = 32;
 const kHeads = 8;
 const headDim = 128;
 const heap = wasmHeap();
 
-function time(fn: () => void): { min: number; median: number } {
-  fn(); // warm up (compile, page in)
-  const samples: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    fn();
-    samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  samples.sort((a, b) => a - b);
-  return { min: samples[0]!, median: samples[samples.length >> 1]! };
+interface Variant {
+  name: string;
+  run: () => void;
+  samples: number[];
+}
+
+function variant(name: string, run: () => void): Variant {
+  return { name, run, samples: [] };
+}
+
+function stats(xs: number[]): { min: number; median: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0]!, median: s[s.length >> 1]! };
 }
 
 function bench(dtype: StorageDType, math: 'f32' | 'f64', pairing: 'neox' | 'gptj'): void {
@@ -69,33 +79,56 @@ function bench(dtype: StorageDType, math: 'f32' | 'f64', pairing: 'neox' | 'gptj
   });
   const inPlace = call(true);
   const outOfPlace = call(false);
+  const threaded = (n: number, c: RopeWasmCall) => () => {
+    setThreads(n);
+    ropeWasm(c);
+  };
 
-  const elems = (qBytes + kBytes) / es;
-  const traffic = 2 * (qBytes + kBytes); // read q,k + write q,k
   // The same bytes copied with copyWithin (memmove) on a 16-bit view of the heap: read q,k + write q,k.
   const u16 = heap.u16(0, heap.buffer.byteLength / 2);
-  const copy = time(() => {
-    u16.copyWithin(qOut / 2, q / 2, (q + qBytes) / 2);
-    u16.copyWithin(kOut / 2, k / 2, (k + kBytes) / 2);
-  });
-  const kin = time(() => ropeWasm(inPlace));
-  const kout = time(() => ropeWasm(outOfPlace));
-  const line = (name: string, ms: number) =>
-    `${name.padEnd(22)} ${ms.toFixed(2).padStart(7)} ms  ${((ms * 1e6) / elems).toFixed(3)} ns/elem  ${(traffic / ms / 1e6).toFixed(1).padStart(5)} GB/s`;
-  console.log(`${dtype} math=${math} ${pairing}: ${elems} elements, ${(traffic / 2 ** 20).toFixed(0)} MiB moved (+${((tokens * headDim * ts) / 2 ** 20).toFixed(0)} MiB table)`);
-  console.log(`  ${line('copy (copyWithin)', copy.min)}   median ${copy.median.toFixed(2)} ms`);
-  console.log(`  ${line('rope in place', kin.min)}   median ${kin.median.toFixed(2)} ms   ratio to copy ${(copy.min / kin.min).toFixed(2)} (median ${(copy.median / kin.median).toFixed(2)})`);
-  console.log(`  ${line('rope out of place', kout.min)}   median ${kout.median.toFixed(2)} ms   ratio to copy ${(copy.min / kout.min).toFixed(2)} (median ${(copy.median / kout.median).toFixed(2)})`);
+  const variants = [
+    variant('copy (copyWithin)', () => {
+      u16.copyWithin(qOut / 2, q / 2, (q + qBytes) / 2);
+      u16.copyWithin(kOut / 2, k / 2, (k + kBytes) / 2);
+    }),
+    variant('rope in place, 1 thread', threaded(1, inPlace)),
+    variant(`rope in place, ${nThreads} threads`, threaded(nThreads, inPlace)),
+    variant('rope out of place, 1 thread', threaded(1, outOfPlace)),
+    variant(`rope out of place, ${nThreads} threads`, threaded(nThreads, outOfPlace)),
+  ];
+  for (const v of variants) v.run(); // warm up (compile, page in)
+  for (let r = 0; r < rounds; r++) {
+    for (const v of variants) {
+      const t0 = process.hrtime.bigint();
+      v.run();
+      v.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
 
+  const elems = (qBytes + kBytes) / es;
+  const traffic = 2 * (qBytes + kBytes);
+  const copy = stats(variants[0]!.samples);
+  console.log(`\n${dtype} storage, math ${math}, ${pairing}: ${elems} elements, ${(traffic / 2 ** 20).toFixed(0)} MiB moved (+${((tokens * headDim * ts) / 2 ** 20).toFixed(0)} MiB table), ${rounds} rounds\n`);
+  console.log('| variant | best ms | ns/elem | GB/s | vs copy (best) | median ms | vs copy (median) |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const v of variants) {
+    const s = stats(v.samples);
+    console.log(
+      `| ${v.name} | ${s.min.toFixed(2)} | ${((s.min * 1e6) / elems).toFixed(3)} | ${(traffic / s.min / 1e6).toFixed(1)} | ` +
+        `${(copy.min / s.min).toFixed(2)} | ${s.median.toFixed(2)} | ${(copy.median / s.median).toFixed(2)} |`,
+    );
+  }
   for (const p of [q, k, qOut, kOut, table]) heap.free(p);
 }
 
 const only = process.env['ROPE_BENCH'];
+setThreads(nThreads);
+await poolReady();
 for (const [dtype, math, pairing] of [
   ['f16', 'f32', 'neox'],
+  ['bf16', 'f32', 'neox'],
   ['f32', 'f32', 'neox'],
   ['f16', 'f32', 'gptj'],
-  ['bf16', 'f32', 'neox'],
   ['f16', 'f64', 'neox'],
 ] as const) {
   if (only && !only.split(',').includes(`${dtype}/${math}/${pairing}`)) continue;

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { HalfpipeError } from '../core/errors.js';
 import { ropeReportCommand } from './rope-report.js';
+import { chatCommand, generateCommand, infoCommand, tinyCommand } from './text.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -14,6 +15,43 @@ export function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
   return n;
+}
+
+export function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected an integer >= 0');
+  return n;
+}
+
+export function finiteNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('expected a number');
+  return n;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** The options every command that loads a model shares. */
+function modelOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <pathOrId>', 'HF checkpoint directory, .gguf file, or org/name[@revision] on the HF Hub (default: the built-in tiny model)')
+    .addOption(new Option('--dtype <dtype>', 'storage dtype for an HF checkpoint\'s weights').choices(['f32', 'f16', 'bf16']))
+    .addOption(new Option('--kv-cache <dtype>', 'KV cache dtype').choices(['f32', 'f16']))
+    .option('--offline', 'never use the network (HF cache only)');
+}
+
+function samplingOptions(cmd: Command): Command {
+  return cmd
+    .option('--max-tokens <n>', 'tokens to generate at most', nonNegativeInt, 128)
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', finiteNumber)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegativeInt)
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', finiteNumber)
+    .option('--min-p <p>', 'drop tokens below p x the top probability (0 = off)', finiteNumber)
+    .option('--repeat-penalty <r>', 'penalty for recently seen tokens (1 = off)', finiteNumber)
+    .option('--seed <s>', 'random seed: the same seed gives the same output', nonNegativeInt)
+    .option('--stop <text>', 'stop before this string (repeatable)', collect);
 }
 
 export function positiveNumber(value: string): number {
@@ -28,6 +66,7 @@ export function buildProgram(): Command {
     .version(pkg.version)
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
+    .option('--verbose', 'print stack traces with errors')
     .configureOutput({ outputError: (msg, write) => write(`halfpipe: ${msg.trim().replace(/^error: /, 'error: ')}\n`) });
 
   program
@@ -40,12 +79,49 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object instead of a table')
     .action((opts) => ropeReportCommand(opts));
 
+  samplingOptions(
+    modelOptions(
+      program
+        .command('generate')
+        .description('generate text from a prompt, streamed to stdout')
+        .option('--prompt <text>', 'the prompt text (BOS added as the tokenizer says)')
+        .option('--prompt-ids <ids>', 'raw comma-separated token ids (no BOS added)')
+        .option('--chat', "wrap the prompt as a user turn in the model's chat template"),
+    ),
+  )
+    .option('--logprobs <k>', 'report the top k log-probabilities per step (with --json)', nonNegativeInt)
+    .option('--json', 'print one JSON object {tokens, text, logprobs, finish_reason, timings}')
+    .action((opts) => generateCommand(opts));
+
+  samplingOptions(modelOptions(program.command('chat').description("an interactive multi-turn chat through the model's template"))).action((opts) =>
+    chatCommand(opts),
+  );
+
+  modelOptions(program.command('info').description('architecture, parameters, dtypes, context, rope and tokenizer of a model'))
+    .option('--json', 'print one JSON object')
+    .action((opts) => infoCommand(opts));
+
+  program
+    .command('tiny')
+    .description('write a small random-weights model with a working tokenizer, deterministically')
+    .addOption(new Option('--arch <arch>', 'architecture').choices(['llama']).default('llama'))
+    .requiredOption('--out <path>', 'directory (hf) or file (gguf) to write')
+    .addOption(new Option('--format <format>', 'file format').choices(['hf', 'gguf']).default('hf'))
+    .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['f32', 'f16', 'bf16']))
+    .addOption(new Option('--quant <type>', 'GGUF quant type').choices(['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K']))
+    .addOption(new Option('--vocab <kind>', "tokenizer: 'llama' (SentencePiece) or 'gpt2' (byte-level BPE)").choices(['llama', 'gpt2']))
+    .option('--seed <n>', 'weights seed', nonNegativeInt, 0)
+    .option('--set <key=value>', 'override an HF config.json field (repeatable; JSON values)', collect)
+    .action((opts) => tinyCommand(opts));
+
   return program;
 }
 
 /** Runs the CLI; returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  const verbose = argv.includes('--verbose');
+  argv = argv.filter((a) => a !== '--verbose');
   if (argv.length <= 2) {
     program.outputHelp();
     return 0;
@@ -55,12 +131,13 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (verbose && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     if (e instanceof HalfpipeError) {
       process.stderr.write(`halfpipe: error: ${e.message}\n`);
       return 1;
     }
     const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`halfpipe: internal error: ${message.split('\n')[0]}\n`);
-    return 70;
+    process.stderr.write(`halfpipe: error: ${message.split('\n')[0]}${verbose ? '' : ' (--verbose shows the stack)'}\n`);
+    return 1;
   }
 }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { getFloat16, setFloat16 } from '@petamoriken/float16';
 import { loadKernel, PAGE_BYTES, RESERVED_BYTES, WasmHeap, wasmHeap } from './heap.js';
+import { poolReady, poolStats, setMinChunkWork, setThreads, threadCount } from './pool.js';
 import { ropeWasm, type RopeOperand, type RopeWasmCall, type StorageDType } from './rope.js';
 
 // ---------------------------------------------------------------------------
@@ -196,6 +197,16 @@ function randomCosSin(rnd: () => number): [number, number] {
   return [f * Math.cos(th), f * Math.sin(th)];
 }
 
+/**
+ * cos/sin entries the fast paths must hand over to the exact path or get right anyway: so large
+ * that c * 2^112 overflows (>= 2^16), around that limit, f32 denormals, signed zeros, f32 max.
+ */
+function extremeCosSin(rnd: () => number): [number, number] {
+  const values = [65536, -65536, 1e5, 65535.99, 32768, 3.4e38, -3.4e38, 1e-40, -1e-45, 2 ** -149, -0, 0, 1.5, -1];
+  const pick = () => values[Math.floor(rnd() * values.length)]!;
+  return [pick(), pick()];
+}
+
 // ---------------------------------------------------------------------------
 // Arena: q/k inputs/outputs and table in one allocation, filled with random bits.
 // ---------------------------------------------------------------------------
@@ -215,6 +226,8 @@ interface Case {
   layout: Layout;
   inPlace: boolean;
   seed: number;
+  /** Table entries from extremeCosSin instead of randomCosSin. */
+  extremeTable?: boolean;
 }
 
 /** Strides [batch, seq, head] and element count of a [B, S, H, D]-indexed tensor in a layout. */
@@ -226,7 +239,7 @@ function tensorShape(layout: Exclude<Layout, 'qkv'>, c: Case, heads: number): { 
 }
 
 function describeCase(c: Case): string {
-  return `${c.dtype}/${c.math}/${c.pairing} D=${c.headDim} rot=${c.rotaryDim} q=${c.qHeads} k=${c.kHeads} ${c.layout}${c.inPlace ? ' in-place' : ''} seed=${c.seed}`;
+  return `${c.dtype}/${c.math}/${c.pairing} B=${c.batch} S=${c.seqLen} D=${c.headDim} rot=${c.rotaryDim} q=${c.qHeads} k=${c.kHeads} ${c.layout}${c.inPlace ? ' in-place' : ''}${c.extremeTable ? ' extreme-table' : ''} seed=${c.seed}`;
 }
 
 function runCase(c: Case): void {
@@ -272,7 +285,7 @@ function runCase(c: Case): void {
     }
     for (let t = 0; t < tokens; t++) {
       for (let i = 0; i < c.rotaryDim / 2; i++) {
-        const [cos, sin] = randomCosSin(rnd);
+        const [cos, sin] = c.extremeTable ? extremeCosSin(rnd) : randomCosSin(rnd);
         const row = tableAt + t * c.rotaryDim * tsize;
         if (tsize === 8) {
           dv.setFloat64(row + i * 8, cos, true);
@@ -412,6 +425,17 @@ describe('ropeWasm matches the scalar reference bit for bit', () => {
     }
   });
 
+  test('extreme table entries (c * 2^112 overflows, denormals, zeros) on every 16-bit fast path', () => {
+    let seed = 3000;
+    for (const dtype of ['f16', 'bf16'] as const) {
+      for (const pairing of ['neox', 'gptj'] as const) {
+        for (const inPlace of [false, true]) {
+          runCase({ dtype, math: 'f32', pairing, batch: 2, seqLen: 5, headDim: 64, rotaryDim: 64, qHeads: 3, kHeads: 2, layout: 'bshd', inPlace, seed: seed++, extremeTable: true });
+        }
+      }
+    }
+  });
+
   test('65000 rotated by 45 degrees with attention factor 1.5 overflows f16 to inf', () => {
     const heap = wasmHeap();
     const q = heap.alloc(8);
@@ -430,6 +454,82 @@ describe('ropeWasm matches the scalar reference bit for bit', () => {
     } finally {
       heap.free(q);
       heap.free(table);
+    }
+  });
+});
+
+describe('ropeWasm on several threads', () => {
+  const threadsBefore = threadCount();
+  before(async () => {
+    // Split even the smallest calls, over 2 threads whatever the machine.
+    setThreads(2);
+    setMinChunkWork(1);
+    await poolReady();
+  });
+  after(() => {
+    setThreads(threadsBefore);
+    setMinChunkWork(1 << 15);
+  });
+
+  test('matches the scalar reference on odd token counts, strides, in place and out of place', () => {
+    let seed = 5000;
+    for (const dtype of ['f16', 'bf16', 'f32'] as const) {
+      for (const pairing of ['neox', 'gptj'] as const) {
+        for (const layout of ['bshd', 'bhsd', 'qkv', 'padded'] as const) {
+          for (const inPlace of [false, true]) {
+            // half 38: 8-pair steps, then 4-pair steps, then 2 scalar pairs, then 4 pass-through dims.
+            runCase({ dtype, math: 'f32', pairing, batch: 3, seqLen: 7, headDim: 80, rotaryDim: 76, qHeads: 5, kHeads: 3, layout, inPlace, seed: seed++ });
+          }
+        }
+        runCase({ dtype, math: 'f64', pairing, batch: 2, seqLen: 9, headDim: 64, rotaryDim: 64, qHeads: 2, kHeads: 1, layout: 'bhsd', inPlace: true, seed: seed++ });
+      }
+    }
+  });
+
+  test('gives the same bits as one thread on a LLaMA-shaped call, with workers taking part', () => {
+    const tokens = 97;
+    const [qHeads, kHeads, headDim] = [32, 8, 128];
+    const elems = tokens * (qHeads + kHeads) * headDim;
+    const heap = wasmHeap();
+    const src = heap.alloc(elems * 2);
+    const one = heap.alloc(elems * 2);
+    const many = heap.alloc(elems * 2);
+    const table = heap.alloc(tokens * headDim * 4);
+    try {
+      const rnd = mulberry32(77);
+      const bits = heap.u16(src, elems);
+      for (let i = 0; i < elems; i++) bits[i] = randomBits('f16', rnd);
+      const tv = heap.f32(table, tokens * headDim);
+      for (let t = 0; t < tokens; t++) {
+        for (let i = 0; i < headDim / 2; i++) [tv[t * headDim + i], tv[t * headDim + headDim / 2 + i]] = randomCosSin(rnd);
+      }
+      // q and k of a token side by side ([t, 40 heads, 128]), rotated in place.
+      const strides = [0, (qHeads + kHeads) * headDim, headDim] as const;
+      const call = (ptr: number): RopeWasmCall => {
+        const q: RopeOperand = { ptr, strides };
+        const k: RopeOperand = { ptr: ptr + qHeads * headDim * 2, strides };
+        return {
+          dtype: 'f16', math: 'f32', batch: 1, seqLen: tokens, headDim, rotaryDim: headDim, pairing: 'neox',
+          q: { heads: qHeads, input: q, output: q }, k: { heads: kHeads, input: k, output: k }, table,
+        };
+      };
+      let joined = false;
+      for (let attempt = 0; attempt < 20 && !joined; attempt++) {
+        heap.u16(one, elems).set(heap.u16(src, elems));
+        heap.u16(many, elems).set(heap.u16(src, elems));
+        setThreads(1);
+        ropeWasm(call(one));
+        setThreads(2);
+        const before = poolStats().workerChunks;
+        ropeWasm(call(many));
+        joined = poolStats().workerChunks > before;
+        const [a, b] = [heap.u16(one, elems), heap.u16(many, elems)];
+        const at = a.findIndex((v, i) => v !== b[i]);
+        assert.equal(at, -1, `element ${at}: one thread 0x${a[at]?.toString(16)}, two threads 0x${b[at]?.toString(16)}`);
+      }
+      assert.ok(joined, 'no worker ever took part');
+    } finally {
+      for (const p of [src, one, many, table]) heap.free(p);
     }
   });
 });

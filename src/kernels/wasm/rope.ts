@@ -2,7 +2,8 @@
  * Typed glue for the fused q/k RoPE kernel (src/kernels/wasm/assembly/rope.ts,
  * built to build/rope.wasm). Operands are byte pointers into the wasm heap.
  */
-import { loadKernel, wasmHeap } from './heap.js';
+import { wasmHeap } from './heap.js';
+import { runRows } from './pool.js';
 
 export type StorageDType = 'f32' | 'f16' | 'bf16';
 
@@ -30,30 +31,11 @@ export interface RopeWasmCall {
   table: number;
 }
 
-type RopeExport = (
-  dtype: number, math: number, pairing: number,
-  batch: number, seqLen: number, headDim: number, rotaryDim: number,
-  qHeads: number,
-  qIn: number, qInB: number, qInS: number, qInH: number,
-  qOut: number, qOutB: number, qOutS: number, qOutH: number,
-  kHeads: number,
-  kIn: number, kInB: number, kInS: number, kInH: number,
-  kOut: number, kOutB: number, kOutS: number, kOutH: number,
-  table: number,
-) => void;
-
 const DTYPE_CODE: Record<StorageDType, number> = { f32: 0, f16: 1, bf16: 2 };
 const DTYPE_BYTES: Record<StorageDType, number> = { f32: 4, f16: 2, bf16: 2 };
 const MATH_CODE = { f32: 0, f64: 1 } as const;
 const PAIRING_CODE = { neox: 0, gptj: 1 } as const;
 const I32_MAX = 2 ** 31 - 1;
-
-let kernel: RopeExport | undefined;
-
-function ropeExport(): RopeExport {
-  kernel ??= loadKernel('rope').exports['rope'] as RopeExport;
-  return kernel;
-}
 
 function checkCount(name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min || v > I32_MAX) throw new RangeError(`ropeWasm: ${name} must be an integer >= ${min}, got ${v}`);
@@ -120,16 +102,23 @@ export function ropeWasm(call: RopeWasmCall): void {
     throw new RangeError(`ropeWasm: table [${call.table}, +${tableBytes}) is not inside the wasm heap (${memBytes} bytes)`);
   }
 
+  // Tokens are independent: the pool splits them over threads (small calls stay on this one).
   const { q, k } = call;
-  ropeExport()(
-    dtype, math, pairing,
-    call.batch, call.seqLen, call.headDim, call.rotaryDim,
-    q.heads,
-    q.input.ptr, q.input.strides[0], q.input.strides[1], q.input.strides[2],
-    q.output.ptr, q.output.strides[0], q.output.strides[1], q.output.strides[2],
-    k.heads,
-    k.input.ptr, k.input.strides[0], k.input.strides[1], k.input.strides[2],
-    k.output.ptr, k.output.strides[0], k.output.strides[1], k.output.strides[2],
-    call.table,
-  );
+  runRows({
+    kernel: 'rope',
+    fn: 'rope',
+    args: [
+      dtype, math, pairing,
+      call.batch, call.seqLen, call.headDim, call.rotaryDim,
+      q.heads,
+      q.input.ptr, q.input.strides[0], q.input.strides[1], q.input.strides[2],
+      q.output.ptr, q.output.strides[0], q.output.strides[1], q.output.strides[2],
+      k.heads,
+      k.input.ptr, k.input.strides[0], k.input.strides[1], k.input.strides[2],
+      k.output.ptr, k.output.strides[0], k.output.strides[1], k.output.strides[2],
+      call.table,
+    ],
+    rows: tokens,
+    rowWork: (q.heads + k.heads) * call.headDim,
+  });
 }

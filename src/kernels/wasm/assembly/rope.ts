@@ -131,27 +131,31 @@ const BF16_MAGIC: i64 = <i64>(1023 - 81) << 52; // 2^-81: ulp 2^-133
 }
 
 // ---------------------------------------------------------------------------
-// Fast path: f16 storage, f32 math, 8 pairs per step. It assumes every input
-// is finite and every result is an f16 normal (or rounds up to inf from below
-// 2^16); a cheap check per step sends anything else (inf/NaN inputs, zero,
-// subnormal or overflowing results) through rotate4, which handles it all.
+// Fast paths: 16-bit storage with f32 math, 8 pairs per step. A step assumes
+// ordinary values and checks that assumption; a step that fails the check is
+// redone by rotate4, which handles everything (nothing was stored yet).
+//
+// They run chunk-major over one token: the cos/sin of 8 pairs are loaded once
+// and applied to those 8 pairs of every q and k head, since all heads of a
+// token share its table row (f16: the row is pre-multiplied by 2^112, see
+// tokenF16). Everything else (tail pairs, pass-through dims) is done per row.
 // ---------------------------------------------------------------------------
 
-// Constants of the fast path as static data (a splat of 4 u32 each). V8 rematerialises
-// v128.const inside loops (3 instructions per use); loaded once they stay in a
-// register or a stack slot instead. This is the kernel's only static data.
-const K_F7FF = 0; // i16: inputs with exponent 31 have (h << 1) > 0xF7FF
+// Constants as static data (a splat of 4 u32 each). V8 rematerialises v128.const
+// inside loops (3 instructions per use); a load is one. This is the kernel's only static data.
+const K_F7FF = 0; // i16: f16 inputs with exponent 31 (inf/NaN) have (h << 1) > 0xF7FF
 const K_8FFF = 1; // i16: sign + exponent + top mantissa bits after h >> 3
 const K_0400 = 2; // i16: smallest normal f16 code
 const K_7800 = 3; // i16: 0x7C00 - 0x0400
-const K_2P112 = 4; // f32: 2^112 rebiases exponents 15 -> 127
+const K_2P112 = 4; // f32: 2^112, the f16 -> f32 exponent rebias (15 -> 127)
 const K_ABS = 5; // i32: clears the sign
 const K_REBIAS = 6; // i32: (-112 << 23) + 0xFFF, exponent rebias plus rounding bias
 const K_ONE = 7; // i32: 1
-const K_TOP = 8; // i32: (f16 in the top half >> 3) mask
+const K_TOP = 8; // i32: sign, exponent and mantissa of an f16 held in the top half, after >> 3
 const K_HI = 9; // i32: top half of a 32-bit lane
 const K_8000 = 10; // i16: sign bit
-const F16_CONSTS = memory.data<u32>([
+const K_7FFF = 11; // i32: bf16 rounding bias
+const CONSTS = memory.data<u32>([
   0xF7FFF7FF, 0xF7FFF7FF, 0xF7FFF7FF, 0xF7FFF7FF,
   0x8FFF8FFF, 0x8FFF8FFF, 0x8FFF8FFF, 0x8FFF8FFF,
   0x04000400, 0x04000400, 0x04000400, 0x04000400,
@@ -163,105 +167,221 @@ const F16_CONSTS = memory.data<u32>([
   0x8FFFE000, 0x8FFFE000, 0x8FFFE000, 0x8FFFE000,
   0xFFFF0000, 0xFFFF0000, 0xFFFF0000, 0xFFFF0000,
   0x80008000, 0x80008000, 0x80008000, 0x80008000,
+  0x00007FFF, 0x00007FFF, 0x00007FFF, 0x00007FFF,
 ], 16);
 
 // @ts-ignore: decorator
 @inline function k(index: i32): v128 {
-  return v128.load(F16_CONSTS + (<usize>index << 4));
+  return v128.load(CONSTS + (<usize>index << 4));
 }
 
 /** |y| rounded to f16 bits, valid when |y| in [2^-14, 2^16]; other lanes give codes outside [0x400, 0x7C00]. */
 // @ts-ignore: decorator
-@inline function absCodeF16(y: v128, kAbs: v128, kRebias: v128, kOne: v128): v128 {
-  const a = v128.and(y, kAbs);
-  return i32x4.shr_u(i32x4.add(i32x4.add(a, kRebias), v128.and(i32x4.shr_u(a, 13), kOne)), 13);
+@inline function absCodeF16(y: v128): v128 {
+  const a = v128.and(y, k(K_ABS));
+  return i32x4.shr_u(i32x4.add(i32x4.add(a, k(K_REBIAS)), v128.and(i32x4.shr_u(a, 13), k(K_ONE))), 13);
 }
 
 /** Sign bits of 8 f32 lanes (ya: 0..3, yb: 4..7) at bit 15 of each i16 lane. */
 // @ts-ignore: decorator
-@inline function signsF16(ya: v128, yb: v128, k8000: v128): v128 {
+@inline function signsF16(ya: v128, yb: v128): v128 {
   // As i32, a negative float is < -32768 and saturates to 0x8000; a positive one gives at most 0x7FFF.
-  return v128.and(i16x8.narrow_i32x4_s(ya, yb), k8000);
+  return v128.and(i16x8.narrow_i32x4_s(ya, yb), k(K_8000));
 }
 
-/** 4 f16 in the top halves of i32 lanes -> f32, assuming no inf/NaN (checked separately). */
+/** f32 bits -> bf16 bits (round to nearest even) in the low half of each lane; NaN lanes are not quieted. */
 // @ts-ignore: decorator
-@inline function f16TopFinite(top: v128, kTop: v128, k2p112: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shr_s(top, 3), kTop), k2p112);
+@inline function roundBf16(y: v128): v128 {
+  return i32x4.add(i32x4.add(y, k(K_7FFF)), v128.and(i32x4.shr_u(y, 16), k(K_ONE)));
 }
 
-/** The general path for 8 pairs, out of line so the fast loop keeps its registers. */
-function rotate8F16Slow(pairing: i32, src: usize, dst: usize, tab: usize, half: i32, i: i32): void {
-  if (pairing == NEOX) {
-    rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i);
-    rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i + 4);
+/** Redoes 8 pairs at pair i with the general step (the exact table row, any values). */
+function rotate8Slow(dtype: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, i: i32): void {
+  if (dtype == DT_F16) {
+    if (pairing == NEOX) {
+      rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i);
+      rotate4(DT_F16, MATH_F32, NEOX, src, dst, tab, half, i + 4);
+    } else {
+      rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i);
+      rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i + 4);
+    }
+  } else if (pairing == NEOX) {
+    rotate4(DT_BF16, MATH_F32, NEOX, src, dst, tab, half, i);
+    rotate4(DT_BF16, MATH_F32, NEOX, src, dst, tab, half, i + 4);
   } else {
-    rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i);
-    rotate4(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, i + 4);
+    rotate4(DT_BF16, MATH_F32, GPTJ, src, dst, tab, half, i);
+    rotate4(DT_BF16, MATH_F32, GPTJ, src, dst, tab, half, i + 4);
   }
 }
 
-/** Rotates pairs [0, 8*floor(half/8)) of one f16 row; returns how many pairs it did. */
+/**
+ * f16, 8 pairs at pair i of one row. c0, c1, s0, s1: cos/sin of pairs i..i+7 times 2^112.
+ * The decode is a bit shift only: f16 bits (s, e, m) placed as f32 bits s<<31 | (e<<10 | m)<<13
+ * are exactly x * 2^-112 (f16 subnormals become exact f32 denormals), so (x*2^-112) * (c*2^112)
+ * is the same real product as x*c and rounds to the same f32. It assumes finite inputs and f16
+ * normal results (or results rounding up to inf from below 2^16); anything else goes to rotate8Slow.
+ */
 // @ts-ignore: decorator
-@inline function rotateF16Fast(pairing: i32, src: usize, dst: usize, tab: usize, half: i32): i32 {
-  const kF7FF = k(K_F7FF), k8FFF = k(K_8FFF), k0400 = k(K_0400), k7800 = k(K_7800);
-  const k2p112 = k(K_2P112), kAbs = k(K_ABS), kRebias = k(K_REBIAS), kOne = k(K_ONE);
+@inline function stepF16(pairing: i32, src: usize, dst: usize, off2: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
+  // Load 8 pairs, flag inf/NaN inputs (exponent 31), decode: a = pairs 0..3, b = pairs 4..7.
+  let x1a: v128, x1b: v128, x2a: v128, x2b: v128, special: v128;
+  if (pairing == NEOX) {
+    const h1 = v128.load(src);
+    const h2 = v128.load(src + off2);
+    special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(h1, 1), i16x8.shl(h2, 1)), k(K_F7FF));
+    // Each f32 is (high half, low half) = ((h >> 3) & 0x8FFF, h << 13).
+    const k8FFF = k(K_8FFF);
+    const hi1 = v128.and(i16x8.shr_s(h1, 3), k8FFF), lo1 = i16x8.shl(h1, 13);
+    const hi2 = v128.and(i16x8.shr_s(h2, 3), k8FFF), lo2 = i16x8.shl(h2, 13);
+    x1a = i16x8.shuffle(lo1, hi1, 0, 8, 1, 9, 2, 10, 3, 11);
+    x1b = i16x8.shuffle(lo1, hi1, 4, 12, 5, 13, 6, 14, 7, 15);
+    x2a = i16x8.shuffle(lo2, hi2, 0, 8, 1, 9, 2, 10, 3, 11);
+    x2b = i16x8.shuffle(lo2, hi2, 4, 12, 5, 13, 6, 14, 7, 15);
+  } else {
+    // Interleaved: each 32-bit lane is one pair (x1 low, x2 high). An f16 in the top half
+    // becomes its f32 after an arithmetic >> 3 and a mask (which also drops the low half).
+    const v0 = v128.load(src);
+    const v1 = v128.load(src, 16);
+    special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(v0, 1), i16x8.shl(v1, 1)), k(K_F7FF));
+    const kTop = k(K_TOP);
+    x1a = v128.and(i32x4.shr_s(i32x4.shl(v0, 16), 3), kTop);
+    x2a = v128.and(i32x4.shr_s(v0, 3), kTop);
+    x1b = v128.and(i32x4.shr_s(i32x4.shl(v1, 16), 3), kTop);
+    x2b = v128.and(i32x4.shr_s(v1, 3), kTop);
+  }
+
+  // Rotate in f32, each operation rounded.
+  const y1a = f32x4.sub(f32x4.mul(x1a, c0), f32x4.mul(x2a, s0));
+  const y1b = f32x4.sub(f32x4.mul(x1b, c1), f32x4.mul(x2b, s1));
+  const y2a = f32x4.add(f32x4.mul(x2a, c0), f32x4.mul(x1a, s0));
+  const y2b = f32x4.add(f32x4.mul(x2b, c1), f32x4.mul(x1b, s1));
+
+  // Round |y| as f16 normals, 8 codes per vector; a code outside [0x400, 0x7C00]
+  // means that lane was not one (zero, subnormal, overflow, inf, NaN).
+  const n1 = i16x8.narrow_i32x4_u(absCodeF16(y1a), absCodeF16(y1b));
+  const n2 = i16x8.narrow_i32x4_u(absCodeF16(y2a), absCodeF16(y2b));
+  const k0400 = k(K_0400);
+  const range = i16x8.sub_sat_u(i16x8.max_u(i16x8.sub(n1, k0400), i16x8.sub(n2, k0400)), k(K_7800));
+  if (v128.any_true(range)) {
+    const back = <usize>i << (pairing == NEOX ? 1 : 2);
+    rotate8Slow(DT_F16, pairing, src - back, dst - back, tab, half, i);
+    return;
+  }
+  const o1 = v128.or(n1, signsF16(y1a, y1b));
+  const o2 = v128.or(n2, signsF16(y2a, y2b));
+  if (pairing == NEOX) {
+    v128.store(dst, o1);
+    v128.store(dst + off2, o2);
+  } else {
+    v128.store(dst, i16x8.shuffle(o1, o2, 0, 8, 1, 9, 2, 10, 3, 11));
+    v128.store(dst, i16x8.shuffle(o1, o2, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+  }
+}
+
+/**
+ * bf16, 8 pairs at pair i of one row; c0, c1, s0, s1: cos/sin of pairs i..i+7.
+ * bf16 bits in the top half of a 32-bit lane are the f32, and any non-NaN f32 rounds to
+ * bf16 by integer rounding on its bits. NaN results go to rotate8Slow.
+ */
+// @ts-ignore: decorator
+@inline function stepBf16(pairing: i32, src: usize, dst: usize, off2: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
+  let x1a: v128, x1b: v128, x2a: v128, x2b: v128;
+  let v0: v128, v1: v128;
+  const zero = i32x4.splat(0);
+  if (pairing == NEOX) {
+    v0 = v128.load(src);
+    v1 = v128.load(src + off2);
+    x1a = i16x8.shuffle(zero, v0, 0, 8, 1, 9, 2, 10, 3, 11);
+    x1b = i16x8.shuffle(zero, v0, 4, 12, 5, 13, 6, 14, 7, 15);
+    x2a = i16x8.shuffle(zero, v1, 0, 8, 1, 9, 2, 10, 3, 11);
+    x2b = i16x8.shuffle(zero, v1, 4, 12, 5, 13, 6, 14, 7, 15);
+  } else {
+    v0 = v128.load(src);
+    v1 = v128.load(src, 16);
+    const kHi = k(K_HI);
+    x1a = i32x4.shl(v0, 16);
+    x2a = v128.and(v0, kHi);
+    x1b = i32x4.shl(v1, 16);
+    x2b = v128.and(v1, kHi);
+  }
+
+  const y1a = f32x4.sub(f32x4.mul(x1a, c0), f32x4.mul(x2a, s0));
+  const y1b = f32x4.sub(f32x4.mul(x1b, c1), f32x4.mul(x2b, s1));
+  const y2a = f32x4.add(f32x4.mul(x2a, c0), f32x4.mul(x1a, s0));
+  const y2b = f32x4.add(f32x4.mul(x2b, c1), f32x4.mul(x1b, s1));
+
+  // A NaN result must come out quiet, and rounding could wrap or change it: any NaN lane sends
+  // the step to the exact path. A NaN anywhere makes this sum NaN (inf - inf adds false alarms only).
+  const sum = f32x4.add(f32x4.add(y1a, y1b), f32x4.add(y2a, y2b));
+  if (v128.any_true(f32x4.ne(sum, sum))) {
+    const back = <usize>i << (pairing == NEOX ? 1 : 2);
+    rotate8Slow(DT_BF16, pairing, src - back, dst - back, tab, half, i);
+    return;
+  }
+  // Round at bit 16 (a carry walks into the exponent, up to inf, as it should); 8 codes per vector.
+  let o0: v128, o1: v128;
+  if (pairing == NEOX) {
+    o0 = i16x8.narrow_i32x4_u(i32x4.shr_u(roundBf16(y1a), 16), i32x4.shr_u(roundBf16(y1b), 16));
+    o1 = i16x8.narrow_i32x4_u(i32x4.shr_u(roundBf16(y2a), 16), i32x4.shr_u(roundBf16(y2b), 16));
+  } else {
+    const kHi = k(K_HI);
+    o0 = v128.or(i32x4.shr_u(roundBf16(y1a), 16), v128.and(roundBf16(y2a), kHi));
+    o1 = v128.or(i32x4.shr_u(roundBf16(y1b), 16), v128.and(roundBf16(y2b), kHi));
+  }
+  if (pairing == NEOX) {
+    v128.store(dst, o0);
+    v128.store(dst + off2, o1);
+  } else {
+    v128.store(dst, o0);
+    v128.store(dst, o1, 16);
+  }
+}
+
+/** Pairs [i, i+8) of n rows starting at src/dst, rows inB/outB bytes apart. */
+function headsF16(pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
+  if (pairing == NEOX) {
+    const at = <usize>i << 1, off2 = <usize>half << 1;
+    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepF16(NEOX, p, q, off2, tab, half, i, c0, c1, s0, s1);
+  } else {
+    const at = <usize>i << 2;
+    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepF16(GPTJ, p, q, 0, tab, half, i, c0, c1, s0, s1);
+  }
+}
+
+function headsBf16(pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
+  if (pairing == NEOX) {
+    const at = <usize>i << 1, off2 = <usize>half << 1;
+    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepBf16(NEOX, p, q, off2, tab, half, i, c0, c1, s0, s1);
+  } else {
+    const at = <usize>i << 2;
+    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepBf16(GPTJ, p, q, 0, tab, half, i, c0, c1, s0, s1);
+  }
+}
+
+/**
+ * One token, 16-bit storage and f32 math: rotates pairs [0, 8*floor(half/8)) of every q and k
+ * head and returns that count. Row pointers and head strides are in bytes.
+ */
+function token16(
+  dtype: i32, pairing: i32, half: i32, tab: usize,
+  qHeads: i32, qi: usize, qo: usize, qInH: usize, qOutH: usize,
+  kHeads: i32, ki: usize, ko: usize, kInH: usize, kOutH: usize,
+): i32 {
+  // f16: scale the shared row by 2^112 (exact: a power of two, or an overflow to inf that turns
+  // the results into inf/NaN and sends those steps to the exact path) instead of every input.
+  const scale = dtype == DT_F16 ? k(K_2P112) : f32x4.splat(1); // bf16: x1 is exact
   let i = 0;
   for (; i + 8 <= half; i += 8) {
-    // Load 8 pairs, flag inf/NaN inputs (exponent 31), decode to f32 lanes: a = pairs 0..3, b = 4..7.
-    let x1a: v128, x1b: v128, x2a: v128, x2b: v128, special: v128;
-    if (pairing == NEOX) {
-      const h1 = v128.load(src + (<usize>i << 1));
-      const h2 = v128.load(src + (<usize>(half + i) << 1));
-      special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(h1, 1), i16x8.shl(h2, 1)), kF7FF);
-      // Each f32 is (high half, low half) = ((h >> 3) & 0x8FFF, h << 13), then scaled by 2^112.
-      const hi1 = v128.and(i16x8.shr_s(h1, 3), k8FFF), lo1 = i16x8.shl(h1, 13);
-      const hi2 = v128.and(i16x8.shr_s(h2, 3), k8FFF), lo2 = i16x8.shl(h2, 13);
-      x1a = f32x4.mul(i16x8.shuffle(lo1, hi1, 0, 8, 1, 9, 2, 10, 3, 11), k2p112);
-      x1b = f32x4.mul(i16x8.shuffle(lo1, hi1, 4, 12, 5, 13, 6, 14, 7, 15), k2p112);
-      x2a = f32x4.mul(i16x8.shuffle(lo2, hi2, 0, 8, 1, 9, 2, 10, 3, 11), k2p112);
-      x2b = f32x4.mul(i16x8.shuffle(lo2, hi2, 4, 12, 5, 13, 6, 14, 7, 15), k2p112);
+    const c0 = f32x4.mul(v128.load(tab + (<usize>i << 2)), scale);
+    const c1 = f32x4.mul(v128.load(tab + (<usize>i << 2), 16), scale);
+    const s0 = f32x4.mul(v128.load(tab + (<usize>(half + i) << 2)), scale);
+    const s1 = f32x4.mul(v128.load(tab + (<usize>(half + i) << 2), 16), scale);
+    if (dtype == DT_F16) {
+      headsF16(pairing, qHeads, qi, qo, qInH, qOutH, tab, half, i, c0, c1, s0, s1);
+      headsF16(pairing, kHeads, ki, ko, kInH, kOutH, tab, half, i, c0, c1, s0, s1);
     } else {
-      // Interleaved: each 32-bit lane is one pair (x1 low, x2 high); move each half to the top.
-      const v0 = v128.load(src + (<usize>i << 2));
-      const v1 = v128.load(src + (<usize>i << 2), 16);
-      special = i16x8.sub_sat_u(i16x8.max_u(i16x8.shl(v0, 1), i16x8.shl(v1, 1)), kF7FF);
-      const kTop = k(K_TOP), kHi = k(K_HI);
-      x1a = f16TopFinite(i32x4.shl(v0, 16), kTop, k2p112);
-      x2a = f16TopFinite(v128.and(v0, kHi), kTop, k2p112);
-      x1b = f16TopFinite(i32x4.shl(v1, 16), kTop, k2p112);
-      x2b = f16TopFinite(v128.and(v1, kHi), kTop, k2p112);
-    }
-
-    // Rotate in f32, each operation rounded.
-    const c0 = v128.load(tab + (<usize>i << 2));
-    const c1 = v128.load(tab + (<usize>i << 2), 16);
-    const s0 = v128.load(tab + (<usize>(half + i) << 2));
-    const s1 = v128.load(tab + (<usize>(half + i) << 2), 16);
-    const y1a = f32x4.sub(f32x4.mul(x1a, c0), f32x4.mul(x2a, s0));
-    const y1b = f32x4.sub(f32x4.mul(x1b, c1), f32x4.mul(x2b, s1));
-    const y2a = f32x4.add(f32x4.mul(x2a, c0), f32x4.mul(x1a, s0));
-    const y2b = f32x4.add(f32x4.mul(x2b, c1), f32x4.mul(x1b, s1));
-
-    // Round |y| as f16 normals, 8 codes per vector; a code outside [0x400, 0x7C00]
-    // means that lane was not one (zero, subnormal, overflow, inf, NaN).
-    const n1 = i16x8.narrow_i32x4_u(absCodeF16(y1a, kAbs, kRebias, kOne), absCodeF16(y1b, kAbs, kRebias, kOne));
-    const n2 = i16x8.narrow_i32x4_u(absCodeF16(y2a, kAbs, kRebias, kOne), absCodeF16(y2b, kAbs, kRebias, kOne));
-    const range = i16x8.sub_sat_u(i16x8.max_u(i16x8.sub(n1, k0400), i16x8.sub(n2, k0400)), k7800);
-    if (v128.any_true(v128.or(special, range))) {
-      // Rare: redo these 8 pairs with the exact general path (nothing was stored yet).
-      rotate8F16Slow(pairing, src, dst, tab, half, i);
-      continue;
-    }
-    const k8000 = k(K_8000);
-    const o1 = v128.or(n1, signsF16(y1a, y1b, k8000));
-    const o2 = v128.or(n2, signsF16(y2a, y2b, k8000));
-    if (pairing == NEOX) {
-      v128.store(dst + (<usize>i << 1), o1);
-      v128.store(dst + (<usize>(half + i) << 1), o2);
-    } else {
-      v128.store(dst + (<usize>i << 2), i16x8.shuffle(o1, o2, 0, 8, 1, 9, 2, 10, 3, 11));
-      v128.store(dst + (<usize>i << 2), i16x8.shuffle(o1, o2, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+      headsBf16(pairing, qHeads, qi, qo, qInH, qOutH, tab, half, i, c0, c1, s0, s1);
+      headsBf16(pairing, kHeads, ki, ko, kInH, kOutH, tab, half, i, c0, c1, s0, s1);
     }
   }
   return i;
@@ -370,11 +490,9 @@ function rotate8F16Slow(pairing: i32, src: usize, dst: usize, tab: usize, half: 
 }
 
 // @ts-ignore: decorator
-@inline function rotateRow(dtype: i32, math: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32): void {
+@inline function rotateRow(dtype: i32, math: i32, pairing: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32, start: i32): void {
   const es: i32 = dtype == DT_F32 ? 2 : 1; // log2 element bytes
-  let i = 0;
-  // f16 with f32 math (the common case) has a dedicated 8-pair fast path.
-  if (dtype == DT_F16 && math == MATH_F32) i = rotateF16Fast(pairing, src, dst, tab, half);
+  let i = start;
   for (; i + 4 <= half; i += 4) rotate4(dtype, math, pairing, src, dst, tab, half, i);
 
   // Scalar tail (half not a multiple of 4): same operations one pair at a time.
@@ -433,27 +551,34 @@ function rotate8F16Slow(pairing: i32, src: usize, dst: usize, tab: usize, half: 
   }
 }
 
-/** Dispatch to the row variant for kind = dtype * 4 + math * 2 + pairing. */
-function rotateRowAny(kind: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32): void {
+/** Dispatch to the row variant for kind = dtype * 4 + math * 2 + pairing: pairs [start, half), then pass-through dims. */
+function rotateRowAny(kind: i32, src: usize, dst: usize, tab: usize, half: i32, headDim: i32, start: i32): void {
   switch (kind) {
-    case 0: rotateRow(DT_F32, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
-    case 1: rotateRow(DT_F32, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
-    case 2: rotateRow(DT_F32, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
-    case 3: rotateRow(DT_F32, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
-    case 4: rotateRow(DT_F16, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
-    case 5: rotateRow(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
-    case 6: rotateRow(DT_F16, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
-    case 7: rotateRow(DT_F16, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
-    case 8: rotateRow(DT_BF16, MATH_F32, NEOX, src, dst, tab, half, headDim); break;
-    case 9: rotateRow(DT_BF16, MATH_F32, GPTJ, src, dst, tab, half, headDim); break;
-    case 10: rotateRow(DT_BF16, MATH_F64, NEOX, src, dst, tab, half, headDim); break;
-    default: rotateRow(DT_BF16, MATH_F64, GPTJ, src, dst, tab, half, headDim); break;
+    case 0: rotateRow(DT_F32, MATH_F32, NEOX, src, dst, tab, half, headDim, start); break;
+    case 1: rotateRow(DT_F32, MATH_F32, GPTJ, src, dst, tab, half, headDim, start); break;
+    case 2: rotateRow(DT_F32, MATH_F64, NEOX, src, dst, tab, half, headDim, start); break;
+    case 3: rotateRow(DT_F32, MATH_F64, GPTJ, src, dst, tab, half, headDim, start); break;
+    case 4: rotateRow(DT_F16, MATH_F32, NEOX, src, dst, tab, half, headDim, start); break;
+    case 5: rotateRow(DT_F16, MATH_F32, GPTJ, src, dst, tab, half, headDim, start); break;
+    case 6: rotateRow(DT_F16, MATH_F64, NEOX, src, dst, tab, half, headDim, start); break;
+    case 7: rotateRow(DT_F16, MATH_F64, GPTJ, src, dst, tab, half, headDim, start); break;
+    case 8: rotateRow(DT_BF16, MATH_F32, NEOX, src, dst, tab, half, headDim, start); break;
+    case 9: rotateRow(DT_BF16, MATH_F32, GPTJ, src, dst, tab, half, headDim, start); break;
+    case 10: rotateRow(DT_BF16, MATH_F64, NEOX, src, dst, tab, half, headDim, start); break;
+    default: rotateRow(DT_BF16, MATH_F64, GPTJ, src, dst, tab, half, headDim, start); break;
   }
 }
 
+/** Rows of n heads from pair `start` on (nothing to do when start == half and in place). */
+function rowsAny(kind: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, tab: usize, half: i32, headDim: i32, start: i32): void {
+  if (start == half && ((src == dst && inB == outB) || headDim == half << 1)) return;
+  for (let h = 0; h < n; h++, src += inB, dst += outB) rotateRowAny(kind, src, dst, tab, half, headDim, start);
+}
+
 /**
- * Fused RoPE over q and k. For token t = b*seqLen + s, the table row at
- * table + t*rotaryDim*sizeof(math) holds c[0..half) then sn[0..half), half = rotaryDim/2.
+ * Fused RoPE over q and k, tokens [t0, t1) of the batch*seqLen tokens (t = b*seqLen + s;
+ * any split of [0, batch*seqLen) gives the same bits). The table row of token t, at
+ * table + t*rotaryDim*sizeof(math), holds c[0..half) then sn[0..half), half = rotaryDim/2.
  * For every q head then every k head, for every pair i < half with
  * (x1, x2) = (x[i], x[i+half]) for neox or (x[2i], x[2i+1]) for gptj:
  *
@@ -477,29 +602,28 @@ export function rope(
   kIn: usize, kInB: i32, kInS: i32, kInH: i32,
   kOut: usize, kOutB: i32, kOutS: i32, kOutH: i32,
   table: usize,
+  t0: i32, t1: i32,
 ): void {
   const kind = dtype * 4 + math * 2 + pairing;
   const half = rotaryDim >> 1;
   const es: i32 = dtype == DT_F32 ? 2 : 1;
   const tableRow = <usize>rotaryDim << (math == MATH_F64 ? 3 : 2);
-  let tab = table;
-  for (let b = 0; b < batch; b++) {
-    for (let s = 0; s < seqLen; s++, tab += tableRow) {
-      // One pass per token: its table row stays hot in L1 for all q and k heads.
-      let qi = qIn + (<usize>(b * qInB + s * qInS) << es);
-      let qo = qOut + (<usize>(b * qOutB + s * qOutS) << es);
-      for (let h = 0; h < qHeads; h++) {
-        rotateRowAny(kind, qi, qo, tab, half, headDim);
-        qi += <usize>qInH << es;
-        qo += <usize>qOutH << es;
-      }
-      let ki = kIn + (<usize>(b * kInB + s * kInS) << es);
-      let ko = kOut + (<usize>(b * kOutB + s * kOutS) << es);
-      for (let h = 0; h < kHeads; h++) {
-        rotateRowAny(kind, ki, ko, tab, half, headDim);
-        ki += <usize>kInH << es;
-        ko += <usize>kOutH << es;
-      }
-    }
+  // Head strides in bytes.
+  const qInHB = <usize>qInH << es, qOutHB = <usize>qOutH << es;
+  const kInHB = <usize>kInH << es, kOutHB = <usize>kOutH << es;
+  const fast = math == MATH_F32 && dtype != DT_F32;
+  for (let t = t0; t < t1; t++) {
+    const b = t / seqLen;
+    const s = t - b * seqLen;
+    // One pass per token: its table row stays hot in L1 for all q and k heads.
+    const tab = table + <usize>t * tableRow;
+    const qi = qIn + (<usize>(b * qInB + s * qInS) << es);
+    const qo = qOut + (<usize>(b * qOutB + s * qOutS) << es);
+    const ki = kIn + (<usize>(b * kInB + s * kInS) << es);
+    const ko = kOut + (<usize>(b * kOutB + s * kOutS) << es);
+    // 16-bit storage with f32 math: 8-pair steps over all heads first, then the rest of each row.
+    const start = fast ? token16(dtype, pairing, half, tab, qHeads, qi, qo, qInHB, qOutHB, kHeads, ki, ko, kInHB, kOutHB) : 0;
+    rowsAny(kind, qHeads, qi, qo, qInHB, qOutHB, tab, half, headDim, start);
+    rowsAny(kind, kHeads, ki, ko, kInHB, kOutHB, tab, half, headDim, start);
   }
 }

@@ -1,0 +1,218 @@
+/** `halfpipe generate`, `chat`, `info` and `tiny`: argument handling and printing only. */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { performance } from 'node:perf_hooks';
+import { type DType, parseDType } from '../core/dtype.js';
+import { fail } from '../core/errors.js';
+import type { GenerateOptions, GenerateResult, GeneratedToken } from '../generate/generate.js';
+import { loadModel, type Prompt, type TextModel } from '../models/load.js';
+import { TINY_QUANTS, type TinyQuant, writeTinyModel } from '../models/tiny.js';
+import type { ChatMessage } from '../text/chat.js';
+
+const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (random weights, so its text is gibberish; try --model org/name or a .gguf file)\n';
+
+/** The embedded default: a tiny model written once into ~/.cache/halfpipe (no download). */
+function defaultModelPath(): string {
+  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-llama-v1');
+  if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0 });
+  return dir;
+}
+
+export interface ModelFlags {
+  model?: string;
+  dtype?: string;
+  kvCache?: string;
+  offline?: boolean;
+}
+
+export async function openModel(flags: ModelFlags): Promise<{ model: TextModel; loadSeconds: number }> {
+  const t0 = performance.now();
+  let path = flags.model;
+  if (!path) {
+    process.stderr.write(DEFAULT_MODEL_NOTE);
+    path = defaultModelPath();
+  }
+  const kvCache = flags.kvCache === undefined ? undefined : (parseDType(flags.kvCache) as DType);
+  if (kvCache === 'bf16') fail('usage', '--kv-cache must be f32 or f16');
+  const model = await loadModel(path, {
+    ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
+    ...(kvCache ? { kvCache: kvCache as 'f32' | 'f16' } : {}),
+    ...(flags.offline ? { hub: { offline: true } } : {}),
+  });
+  return { model, loadSeconds: (performance.now() - t0) / 1000 };
+}
+
+export interface GenerateFlags extends ModelFlags {
+  prompt?: string;
+  promptIds?: string;
+  chat?: boolean;
+  maxTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+  logprobs?: number;
+  stop?: string[];
+  json?: boolean;
+}
+
+export function samplingFrom(flags: GenerateFlags): GenerateOptions {
+  const opts: GenerateOptions = { maxTokens: flags.maxTokens };
+  if (flags.temperature !== undefined) opts.temperature = flags.temperature;
+  if (flags.topK !== undefined) opts.topK = flags.topK;
+  if (flags.topP !== undefined) opts.topP = flags.topP;
+  if (flags.minP !== undefined) opts.minP = flags.minP;
+  if (flags.repeatPenalty !== undefined) opts.repeatPenalty = flags.repeatPenalty;
+  if (flags.seed !== undefined) opts.seed = flags.seed;
+  if (flags.logprobs !== undefined) opts.logprobs = flags.logprobs;
+  if (flags.stop?.length) opts.stop = flags.stop;
+  return opts;
+}
+
+function parsePromptIds(text: string): number[] {
+  const ids = text.split(',').map((s) => s.trim());
+  if (ids.some((s) => !/^\d+$/.test(s))) fail('usage', `--prompt-ids must be comma-separated token ids, got '${text}'`);
+  return ids.map(Number);
+}
+
+/** Runs the iterator, calling onToken per token; returns the final result. */
+async function drain(it: AsyncGenerator<GeneratedToken, GenerateResult>, onToken: (t: GeneratedToken) => void): Promise<GenerateResult> {
+  for (;;) {
+    const step = await it.next();
+    if (step.done) return step.value;
+    onToken(step.value);
+  }
+}
+
+export async function generateCommand(flags: GenerateFlags): Promise<void> {
+  if ((flags.prompt === undefined) === (flags.promptIds === undefined)) fail('usage', 'give exactly one of --prompt TEXT and --prompt-ids 1,2,3');
+  if (flags.chat && flags.promptIds !== undefined) fail('usage', '--chat takes --prompt, not --prompt-ids');
+  const { model, loadSeconds } = await openModel(flags);
+  const prompt: Prompt = flags.promptIds !== undefined ? parsePromptIds(flags.promptIds) : flags.chat ? { messages: [{ role: 'user', content: flags.prompt! }] } : flags.prompt!;
+  const it = model.generate(prompt, samplingFrom(flags));
+  let printed = '';
+  const result = await drain(it, (t) => {
+    if (flags.json) return;
+    process.stdout.write(t.text);
+    printed += t.text;
+  });
+  if (flags.json) {
+    const logprobs = result.logprobs?.map((step) => step.map(({ id, token, logprob }) => ({ id, token, logprob })));
+    process.stdout.write(
+      `${JSON.stringify({
+        tokens: result.tokens,
+        text: result.text,
+        logprobs: logprobs ?? null,
+        finish_reason: result.finishReason,
+        timings: { load_s: loadSeconds, prefill_tokens_per_s: result.timings.prefillTokensPerSecond, decode_tokens_per_s: result.timings.decodeTokensPerSecond },
+      })}\n`,
+    );
+    return;
+  }
+  process.stdout.write(`${result.text.slice(printed.length)}\n`);
+}
+
+export async function chatCommand(flags: GenerateFlags): Promise<void> {
+  const { model } = await openModel(flags);
+  if (!model.chatTemplate) fail('config', 'this model has no chat template');
+  const messages: ChatMessage[] = [];
+  const interactive = process.stdin.isTTY === true;
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: interactive });
+  const ask = () => interactive && rl.setPrompt('> ') === undefined && rl.prompt();
+  if (interactive) process.stdout.write('halfpipe chat: /reset clears the conversation, /exit or Ctrl-D leaves\n');
+  ask();
+  for await (const line of rl) {
+    const text = line.trim();
+    if (text === '/exit') break;
+    if (text === '/reset') {
+      messages.length = 0;
+      ask();
+      continue;
+    }
+    if (text === '') {
+      ask();
+      continue;
+    }
+    messages.push({ role: 'user', content: text });
+    let printed = '';
+    const result = await drain(model.generate({ messages }, samplingFrom(flags)), (t) => {
+      process.stdout.write(t.text);
+      printed += t.text;
+    });
+    process.stdout.write(`${result.text.slice(printed.length)}\n`);
+    messages.push({ role: 'assistant', content: result.text });
+    ask();
+  }
+  rl.close();
+}
+
+export async function infoCommand(flags: ModelFlags & { json?: boolean }): Promise<void> {
+  const { model } = await openModel(flags);
+  const { info } = model;
+  const c = info.config;
+  const rope = { type: c.rope.type, theta: c.rope.base, rotary_dim: c.rope.rotaryDim, pairing: c.ropePairing };
+  if (flags.json) {
+    const { config: _config, ...rest } = info;
+    process.stdout.write(`${JSON.stringify({ ...rest, dim: c.dim, layers: c.nLayers, heads: c.nHeads, kv_heads: c.nKvHeads, head_dim: c.headDim, hidden_dim: c.hiddenDim, rope })}\n`);
+    return;
+  }
+  const lines = [
+    `model          ${info.path} (${info.source === 'hf' ? 'HF checkpoint' : 'GGUF'})`,
+    `architecture   ${info.architecture}`,
+    `parameters     ${info.parameters.toLocaleString('en-US')}`,
+    `weight types   ${Object.entries(info.weightTypes).map(([t, n]) => `${t} x${n}`).join(', ')}`,
+    `shape          dim ${c.dim}, ${c.nLayers} layers, ${c.nHeads} heads (${c.nKvHeads} kv), head_dim ${c.headDim}, mlp ${c.hiddenDim}, vocab ${c.vocabSize}`,
+    `context        ${info.contextLength} tokens${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ''}`,
+    `rope           ${rope.type}, theta ${rope.theta}, rotary dims ${rope.rotary_dim}, ${rope.pairing} pairing`,
+    `tokenizer      ${info.tokenizer.vocabSize} tokens, bos ${info.tokenizer.bosId ?? '-'}, eos ${info.tokenizer.eosIds.join(', ') || '-'}`,
+    `chat template  ${info.chatTemplate ? 'yes' : 'no'}`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export interface TinyFlags {
+  arch: string;
+  out: string;
+  format: 'hf' | 'gguf';
+  dtype?: string;
+  quant?: string;
+  seed?: number;
+  vocab?: 'llama' | 'gpt2';
+  set?: string[];
+}
+
+/** key=value pairs; values are JSON when they parse as JSON, strings otherwise. */
+function parseSets(pairs: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) fail('usage', `--set takes key=value, got '${pair}'`);
+    const value = pair.slice(eq + 1);
+    try {
+      out[pair.slice(0, eq)] = JSON.parse(value);
+    } catch {
+      out[pair.slice(0, eq)] = value;
+    }
+  }
+  return out;
+}
+
+export function tinyCommand(flags: TinyFlags): void {
+  if (flags.arch !== 'llama') fail('usage', `unknown --arch '${flags.arch}' (supported: llama)`);
+  if (flags.quant && !(TINY_QUANTS as readonly string[]).includes(flags.quant)) fail('usage', `unknown --quant '${flags.quant}' (supported: ${TINY_QUANTS.join(', ')})`);
+  const result = writeTinyModel({
+    format: flags.format,
+    out: flags.out,
+    ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
+    ...(flags.quant ? { quant: flags.quant as TinyQuant } : {}),
+    ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+    ...(flags.vocab ? { vocab: flags.vocab } : {}),
+    set: parseSets(flags.set ?? []),
+  });
+  const c = result.config;
+  process.stderr.write(`wrote ${result.path}: llama, dim ${c.dim}, ${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, vocab ${c.vocabSize}\n`);
+}

@@ -1,0 +1,290 @@
+/**
+ * The LLaMA decoder (Touvron et al. 2023; Mistral, Jiang et al. 2023, adds a sliding window),
+ * following HF transformers' modeling_llama.py / modeling_mistral.py:
+ *
+ *   x = embed(tokens)
+ *   per layer:  h = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),  n = rms_norm(x)
+ *               x = h + down(silu(gate(m)) * up(m)),                                      m = rms_norm(h)
+ *   logits = output(rms_norm(x))
+ *
+ * Split by lifetime as llama2.c does: LlamaConfig (hyperparameters) and LlamaWeights (read-only)
+ * belong to the model; a LlamaSession owns one sequence's KV cache and its RunState (scratch
+ * buffers sized for one prefill chunk, allocated once and reused by every call).
+ *
+ * Numerics: activations and the residual stream are f32, weights any Matrix; every op accumulates
+ * in float64 and rounds once to f32 (see the ops). RoPE is the core's fused kernel with exact
+ * angles (f64 rotation for f32 storage), on q/k scratch in the wasm heap so the WASM kernel runs.
+ * Prefill runs `prefillChunk` tokens per pass; every op treats tokens independently, so chunked
+ * prefill, one pass and token-by-token decode give bit-identical logits. (Length-dependent RoPE,
+ * dynamic NTK and LongRoPE, takes its frequencies from the length at the end of each forward()
+ * call, as HF does per call: decoding past their switch point then differs from one long pass,
+ * as it does in HF.)
+ */
+import { fail } from '../../core/errors.js';
+import { Tensor } from '../../core/tensor.js';
+import { KvCache, type KvCacheDType } from '../../generate/kv-cache.js';
+import { wasmAllocator } from '../../kernels/wasm/allocator.js';
+import { attention } from '../../ops/attention.js';
+import { embeddingRow } from '../../ops/embedding.js';
+import { linear } from '../../ops/linear.js';
+import { rmsNorm } from '../../ops/rmsnorm.js';
+import { Rope } from '../../ops/rope/rope.js';
+import { swiglu } from '../../ops/swiglu.js';
+import { checkLlamaConfig, type LlamaConfig } from './config.js';
+import { checkLlamaWeights, type LlamaWeights } from './weights.js';
+
+/**
+ * The named intermediates, in forward order. Layer ops report their layer; embeddings,
+ * final_norm and logits report layer -1. 'scores' is reserved: the attention op does not expose
+ * its scores yet, so it is never reported.
+ */
+export const LLAMA_PROBE_NAMES = [
+  'embeddings',
+  'attn_norm',
+  'q',
+  'k',
+  'v',
+  'q_rope',
+  'k_rope',
+  'scores',
+  'attn_out',
+  'o_proj',
+  'residual_1',
+  'mlp_norm',
+  'gate',
+  'up',
+  'act',
+  'down',
+  'residual_2',
+  'final_norm',
+  'logits',
+] as const;
+export type LlamaProbeName = (typeof LLAMA_PROBE_NAMES)[number];
+
+/**
+ * Called after each named op of every forward pass (once per prefill chunk). `data` views the
+ * model's scratch, row-major in `shape` (first dimension: the chunk's tokens) and is overwritten
+ * by the next op: copy what you keep.
+ */
+export type LlamaProbe = (name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[]) => void;
+
+export interface LlamaModelOptions {
+  /** KV cache storage; default 'f32' */
+  kvCache?: KvCacheDType;
+  /** tokens per prefill pass; default 64 */
+  prefillChunk?: number;
+  /** numerics monitor hook; absent: no probe work at all */
+  probe?: LlamaProbe;
+}
+
+export interface ForwardOptions {
+  /** return the logits of every token (tokens x vocab) instead of the last one's (vocab) */
+  allLogits?: boolean;
+}
+
+export class LlamaModel {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+  readonly kvCache: KvCacheDType;
+  readonly prefillChunk: number;
+  readonly probe: LlamaProbe | undefined;
+  readonly rope: Rope;
+
+  constructor(config: LlamaConfig, weights: LlamaWeights, opts: LlamaModelOptions = {}) {
+    this.config = checkLlamaConfig(config);
+    checkLlamaWeights(config, weights);
+    this.weights = weights;
+    this.kvCache = opts.kvCache ?? 'f32';
+    if (this.kvCache !== 'f32' && this.kvCache !== 'f16') fail('usage', `kvCache must be 'f32' or 'f16', got '${String(this.kvCache)}'`);
+    this.prefillChunk = opts.prefillChunk ?? 64;
+    if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1) fail('usage', `prefillChunk must be a positive integer, got ${this.prefillChunk}`);
+    this.probe = opts.probe;
+    this.rope = new Rope({ scaling: config.rope, pairing: config.ropePairing, positionLimit: config.contextLength });
+  }
+
+  /** A new sequence with an empty KV cache. */
+  newSession(): LlamaSession {
+    return new LlamaSession(this);
+  }
+}
+
+/** Scratch buffers for one chunk of `chunk` tokens (llama2.c's RunState). */
+class RunState {
+  readonly x: Float32Array; // (chunk, dim) the residual stream
+  readonly xb: Float32Array; // (chunk, dim) normed input of a block
+  readonly q: Tensor; // (chunk, nHeads, headDim) f32, in the wasm heap
+  readonly k: Tensor; // (chunk, nKvHeads, headDim) f32, in the wasm heap
+  readonly v: Float32Array; // (chunk, nKvHeads * headDim)
+  readonly att: Float32Array; // (chunk, nHeads * headDim) attention output
+  readonly proj: Float32Array; // (chunk, dim) o_proj and down outputs
+  readonly gate: Float32Array; // (chunk, hiddenDim); holds the activation after SwiGLU
+  readonly up: Float32Array; // (chunk, hiddenDim)
+  readonly positions: Int32Array; // (chunk)
+  scores = new Float64Array(0); // (positions attended + headDim) attention scratch, grown on demand
+
+  constructor(c: LlamaConfig, chunk: number) {
+    this.x = new Float32Array(chunk * c.dim);
+    this.xb = new Float32Array(chunk * c.dim);
+    this.q = Tensor.empty([chunk, c.nHeads, c.headDim], 'f32', wasmAllocator);
+    this.k = Tensor.empty([chunk, c.nKvHeads, c.headDim], 'f32', wasmAllocator);
+    this.v = new Float32Array(chunk * c.nKvHeads * c.headDim);
+    this.att = new Float32Array(chunk * c.nHeads * c.headDim);
+    this.proj = new Float32Array(chunk * c.dim);
+    this.gate = new Float32Array(chunk * c.hiddenDim);
+    this.up = new Float32Array(chunk * c.hiddenDim);
+    this.positions = new Int32Array(chunk);
+  }
+}
+
+/** One sequence: its KV cache and scratch. Not safe to use from two forwards at once (none are async). */
+export class LlamaSession {
+  readonly model: LlamaModel;
+  private readonly cache: KvCache;
+  private readonly state: RunState;
+
+  constructor(model: LlamaModel) {
+    const c = model.config;
+    this.model = model;
+    this.cache = new KvCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, capacity: c.contextLength, dtype: model.kvCache });
+    this.state = new RunState(c, model.prefillChunk);
+  }
+
+  /** Tokens in the cache. */
+  get length(): number {
+    return this.cache.length;
+  }
+
+  /** Rewinds the sequence to its first n tokens (0 <= n <= length). */
+  truncate(n: number): void {
+    this.cache.truncate(n);
+  }
+
+  /**
+   * Appends `tokens` to the sequence and returns the logits of the last one (vocab), or of every
+   * one (tokens x vocab, row-major) with allLogits. Validates everything before running anything.
+   */
+  forward(tokens: readonly number[], opts: ForwardOptions = {}): Float32Array {
+    const { vocabSize } = this.model.config;
+    const n = tokens.length;
+    if (n === 0) fail('usage', 'forward needs at least one token');
+    for (let i = 0; i < n; i++) {
+      const id = tokens[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) fail('usage', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
+    }
+    this.cache.checkFits(n);
+
+    const all = opts.allLogits === true;
+    const logits = new Float32Array((all ? n : 1) * vocabSize);
+    // Length-dependent RoPE (dynamic NTK, LongRoPE) sees the whole call, as HF's single forward does.
+    const seqLen = this.cache.length + n;
+    const chunk = this.model.prefillChunk;
+    for (let from = 0; from < n; from += chunk) {
+      const m = Math.min(chunk, n - from);
+      this.forwardChunk(tokens, from, m, seqLen);
+      if (all) this.head(m, 0, m, logits.subarray(from * vocabSize, (from + m) * vocabSize));
+      else if (from + m === n) this.head(m, m - 1, 1, logits);
+    }
+    return logits;
+  }
+
+  /** Runs tokens[from, from + m) through every layer, leaving the residual stream in state.x. */
+  private forwardChunk(tokens: readonly number[], from: number, m: number, seqLen: number): void {
+    const { config: c, weights: w, rope, probe } = this.model;
+    const { dim, nHeads, nKvHeads, headDim, hiddenDim, normEps } = c;
+    const s = this.state;
+    const cache = this.cache;
+    const start = cache.length;
+    const qDim = nHeads * headDim;
+    const kvDim = nKvHeads * headDim;
+    const positions = s.positions.subarray(0, m);
+    for (let i = 0; i < m; i++) positions[i] = start + i;
+    const q = s.q.narrow(0, 0, m);
+    const k = s.k.narrow(0, 0, m);
+    const qData = s.q.data as Float32Array;
+    const kData = s.k.data as Float32Array;
+    if (s.scores.length < start + m + headDim) s.scores = new Float64Array(Math.max(2 * s.scores.length, start + m + headDim));
+
+    // Token embeddings.
+    for (let i = 0; i < m; i++) embeddingRow(s.x, w.tokenEmbedding, tokens[from + i]!, i * dim);
+    if (probe) probe('embeddings', -1, s.x.subarray(0, m * dim), [m, dim]);
+
+    for (let l = 0; l < c.nLayers; l++) {
+      const lw = w.layers[l]!;
+      // Pre-attention RMSNorm.
+      rmsNorm(s.xb, s.x, lw.attnNorm, normEps, m, dim);
+      if (probe) probe('attn_norm', l, s.xb.subarray(0, m * dim), [m, dim]);
+      // q, k, v projections.
+      linear(qData, s.xb, m, lw.wq);
+      linear(kData, s.xb, m, lw.wk);
+      linear(s.v, s.xb, m, lw.wv);
+      if (probe) {
+        probe('q', l, qData.subarray(0, m * qDim), [m, nHeads, headDim]);
+        probe('k', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
+        probe('v', l, s.v.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
+      }
+      // RoPE on q and k, in place, at positions start .. start + m - 1.
+      rope.fused({ q, k, positions, layout: 'thd', seqLen });
+      if (probe) {
+        probe('q_rope', l, qData.subarray(0, m * qDim), [m, nHeads, headDim]);
+        probe('k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
+      }
+      // Append the rotated keys and the values to the cache.
+      cache.write(l, start, m, kData, s.v);
+      // Causal (GQA, optionally windowed) attention over every cached position.
+      attention({
+        out: s.att,
+        q: qData,
+        keys: cache.keys(l),
+        values: cache.values(l),
+        positions,
+        length: start + m,
+        nHeads,
+        nKvHeads,
+        headDim,
+        ...(c.slidingWindow === undefined ? {} : { window: c.slidingWindow }),
+        scratch: s.scores,
+      });
+      if (probe) probe('attn_out', l, s.att.subarray(0, m * qDim), [m, qDim]);
+      // Output projection.
+      linear(s.proj, s.att, m, lw.wo);
+      if (probe) probe('o_proj', l, s.proj.subarray(0, m * dim), [m, dim]);
+      // Residual connection.
+      for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
+      if (probe) probe('residual_1', l, s.x.subarray(0, m * dim), [m, dim]);
+      // Pre-MLP RMSNorm.
+      rmsNorm(s.xb, s.x, lw.mlpNorm, normEps, m, dim);
+      if (probe) probe('mlp_norm', l, s.xb.subarray(0, m * dim), [m, dim]);
+      // Gate and up projections.
+      linear(s.gate, s.xb, m, lw.wGate);
+      linear(s.up, s.xb, m, lw.wUp);
+      if (probe) {
+        probe('gate', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim]);
+        probe('up', l, s.up.subarray(0, m * hiddenDim), [m, hiddenDim]);
+      }
+      // SwiGLU: silu(gate) * up, into the gate buffer.
+      swiglu(s.gate, s.gate, s.up, m * hiddenDim);
+      if (probe) probe('act', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim]);
+      // Down projection.
+      linear(s.proj, s.gate, m, lw.wDown);
+      if (probe) probe('down', l, s.proj.subarray(0, m * dim), [m, dim]);
+      // Residual connection.
+      for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
+      if (probe) probe('residual_2', l, s.x.subarray(0, m * dim), [m, dim]);
+    }
+    cache.advance(m);
+  }
+
+  /** Final RMSNorm and output projection of `rows` rows of the chunk's residual stream, from row `first`. */
+  private head(m: number, first: number, rows: number, out: Float32Array): void {
+    const { config: c, weights: w, probe } = this.model;
+    const { dim, vocabSize } = c;
+    const s = this.state;
+    if (first + rows > m) fail('shape', `head: rows [${first}, ${first + rows}) outside the ${m}-token chunk`);
+    // Final RMSNorm.
+    rmsNorm(s.xb, s.x.subarray(first * dim, (first + rows) * dim), w.finalNorm, c.normEps, rows, dim);
+    if (probe) probe('final_norm', -1, s.xb.subarray(0, rows * dim), [rows, dim]);
+    // Output projection to the vocabulary.
+    linear(out, s.xb, rows, w.output);
+    if (probe) probe('logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize]);
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * loadModel: a LLaMA-family model with its tokenizer and chat template, from an HF checkpoint
+ * directory, a GGUF file, or an HF Hub id (`org/name[@revision]`, downloaded into the HF cache).
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import type { DType } from '../core/dtype.js';
+import { fail } from '../core/errors.js';
+import { Tensor } from '../core/tensor.js';
+import { openHfCheckpoint } from '../formats/checkpoint.js';
+import { readGguf } from '../formats/gguf/reader.js';
+import { snapshotDownload, type HubOptions } from '../formats/hub.js';
+import { loadTensor } from '../formats/safetensors.js';
+import { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken } from '../generate/generate.js';
+import { type ChatMessage, chatTemplateFrom, renderChat } from '../text/chat.js';
+import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../text/gguf-tokenizer.js';
+import { loadHfTokenizer, type Tokenizer } from '../text/tokenizer.js';
+import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
+import { llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
+import { LlamaModel, type LlamaModelOptions } from './llama/model.js';
+import type { LlamaLayerWeights, LlamaWeights, Matrix } from './llama/weights.js';
+
+export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefillChunk' | 'probe'> {
+  /** storage dtype of an HF checkpoint's matrices (default: as stored); GGUF tensors keep their types */
+  dtype?: DType;
+  /** options for Hub ids */
+  hub?: HubOptions;
+}
+
+export interface ModelInfo {
+  source: 'hf' | 'gguf';
+  path: string;
+  architecture: string;
+  parameters: number;
+  /** storage types of the weight matrices, with how many matrices use each */
+  weightTypes: Record<string, number>;
+  contextLength: number;
+  config: LlamaConfig;
+  tokenizer: { vocabSize: number; bosId: number | undefined; eosIds: readonly number[] };
+  chatTemplate: boolean;
+}
+
+export type Prompt = string | readonly number[] | { messages: ChatMessage[] };
+
+/** A loaded text model: tokenizer + chat template + LLaMA forward. */
+export class TextModel {
+  constructor(
+    readonly model: LlamaModel,
+    readonly tokenizer: Tokenizer,
+    readonly chatTemplate: string | undefined,
+    readonly info: ModelInfo,
+  ) {}
+
+  get config(): LlamaConfig {
+    return this.model.config;
+  }
+
+  /**
+   * Token ids for a prompt: text gets BOS as the tokenizer config says; ids are used as given (no
+   * BOS); messages are rendered through the chat template (whose text carries its own BOS, if any).
+   */
+  promptIds(prompt: Prompt): number[] {
+    if (typeof prompt === 'string') return this.tokenizer.encode(prompt);
+    if (Array.isArray(prompt)) return [...(prompt as readonly number[])];
+    const { messages } = prompt as { messages: ChatMessage[] };
+    if (!this.chatTemplate) fail('config', 'this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)');
+    const bos = this.tokenizer.bosId === undefined ? undefined : this.tokenizer.tokenText(this.tokenizer.bosId);
+    const eos = this.tokenizer.eosIds[0] === undefined ? undefined : this.tokenizer.tokenText(this.tokenizer.eosIds[0]);
+    const text = renderChat(this.chatTemplate, messages, { ...(bos ? { bosToken: bos } : {}), ...(eos ? { eosToken: eos } : {}), addGenerationPrompt: true });
+    return this.tokenizer.encode(text, { addSpecial: bos === undefined || !text.startsWith(bos) });
+  }
+
+  /** Streams generated tokens; the iterator's return value is the final result. */
+  generate(prompt: Prompt, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
+    return generateTokens(this.model.newSession(), this.tokenizer, this.promptIds(prompt), opts);
+  }
+
+  /** Logits of every position of `ids` (ids.length x vocab), from a fresh session. */
+  logits(ids: readonly number[]): Float32Array {
+    return this.model.newSession().forward(ids, { allLogits: true });
+  }
+}
+
+function countParameters(w: LlamaWeights): { parameters: number; weightTypes: Record<string, number> } {
+  let parameters = 0;
+  const weightTypes: Record<string, number> = {};
+  const seen = new Set<unknown>();
+  const matrix = (m: Matrix) => {
+    if (seen.has(m)) return;
+    seen.add(m);
+    const type = m instanceof Tensor ? m.dtype : m.type;
+    weightTypes[type] = (weightTypes[type] ?? 0) + 1;
+    parameters += m instanceof Tensor ? m.numel : m.rows * m.cols;
+  };
+  matrix(w.tokenEmbedding);
+  for (const l of w.layers) {
+    for (const m of [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown]) matrix(m);
+    parameters += l.attnNorm.length + l.mlpNorm.length;
+  }
+  parameters += w.finalNorm.length;
+  matrix(w.output);
+  return { parameters, weightTypes };
+}
+
+function loadHf(dir: string, opts: LoadOptions): TextModel {
+  const ckpt = openHfCheckpoint(dir);
+  const config = llamaConfigFromHf(ckpt.config);
+  const get = (name: string) => ckpt.tensors.get(name) ?? fail('config', `checkpoint ${dir} is missing tensor ${name}`);
+  const matrix = (name: string): Matrix => loadTensor(get(name), opts.dtype ? { dtype: opts.dtype } : {});
+  const vector = (name: string) => Float32Array.from(loadTensor(get(name)).toFloat64Array());
+  const layers: LlamaLayerWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      attnNorm: vector(`${p}input_layernorm.weight`),
+      wq: matrix(`${p}self_attn.q_proj.weight`),
+      wk: matrix(`${p}self_attn.k_proj.weight`),
+      wv: matrix(`${p}self_attn.v_proj.weight`),
+      wo: matrix(`${p}self_attn.o_proj.weight`),
+      mlpNorm: vector(`${p}post_attention_layernorm.weight`),
+      wGate: matrix(`${p}mlp.gate_proj.weight`),
+      wUp: matrix(`${p}mlp.up_proj.weight`),
+      wDown: matrix(`${p}mlp.down_proj.weight`),
+    });
+  }
+  const tokenEmbedding = matrix('model.embed_tokens.weight');
+  // Tied checkpoints often omit lm_head.weight; some keep a copy.
+  const output = config.tiedEmbeddings || !ckpt.tensors.has('lm_head.weight') ? tokenEmbedding : matrix('lm_head.weight');
+  const weights: LlamaWeights = { tokenEmbedding, layers, finalNorm: vector('model.norm.weight'), output };
+  if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
+  const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
+  const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : chatTemplateFrom(ckpt.tokenizerConfig);
+  return assemble('hf', dir, { ...config, tiedEmbeddings: output === tokenEmbedding }, weights, tokenizer, template, opts);
+}
+
+function loadGguf(path: string, opts: LoadOptions): TextModel {
+  const file = readGguf(path);
+  const config = llamaConfigFromGguf(file);
+  const weights = llamaWeightsFromGguf(file, config);
+  const kv = Object.fromEntries(file.metadata);
+  const tokenizer = ggufTokenizer(ggufTokenizerMetaFromKv(kv));
+  const template = chatTemplateFrom(undefined, typeof kv['tokenizer.chat_template'] === 'string' ? kv['tokenizer.chat_template'] : undefined);
+  return assemble('gguf', path, config, weights, tokenizer, template, opts);
+}
+
+function assemble(
+  source: 'hf' | 'gguf',
+  path: string,
+  config: LlamaConfig,
+  weights: LlamaWeights,
+  tokenizer: Tokenizer,
+  template: string | undefined,
+  opts: LoadOptions,
+): TextModel {
+  if (tokenizer.vocabSize > config.vocabSize) fail('config', `the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${config.vocabSize}`);
+  const modelOpts: LlamaModelOptions = {
+    ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
+    ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}),
+    ...(opts.probe ? { probe: opts.probe } : {}),
+  };
+  const model = new LlamaModel(config, weights, modelOpts);
+  const info: ModelInfo = {
+    source,
+    path,
+    architecture: config.arch === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM',
+    ...countParameters(weights),
+    contextLength: config.contextLength,
+    config,
+    tokenizer: { vocabSize: tokenizer.vocabSize, bosId: tokenizer.bosId, eosIds: tokenizer.eosIds },
+    chatTemplate: template !== undefined,
+  };
+  return new TextModel(model, tokenizer, template, info);
+}
+
+/** Whether a string names an HF Hub repo (org/name, optionally @revision) rather than a local path. */
+export function isHubId(s: string): boolean {
+  return /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/.test(s) && !existsSync(s);
+}
+
+/** Loads a model from a directory, a .gguf file, or a Hub id. */
+export async function loadModel(pathOrId: string, opts: LoadOptions = {}): Promise<TextModel> {
+  if (isHubId(pathOrId)) return loadHf(await snapshotDownload(pathOrId, opts.hub ?? {}), opts);
+  if (!existsSync(pathOrId)) fail('config', `no such model: ${pathOrId} (a checkpoint directory, a .gguf file or an org/name Hub id)`);
+  if (statSync(pathOrId).isDirectory()) return loadHf(pathOrId, opts);
+  return loadGguf(pathOrId, opts);
+}
