@@ -41,3 +41,23 @@ export {
   type RopeFrequencies,
 } from './ops/rope/scaling.js';
 export { ropeAccuracyReport, pairErrorUlps, type RopeMethod, type RopeAccuracyRow } from './ops/rope/accuracy.js';
+
+// ---- text generation -------------------------------------------------------------------------
+export { loadModel, TextModel, type LoadOptions, type ModelInfo, type Prompt } from './models/load.js';
+export { writeTinyModel, type TinyOptions, TINY_QUANTS } from './models/tiny.js';
+export { LlamaModel, LlamaSession, type LlamaModelOptions, type LlamaProbe, LLAMA_PROBE_NAMES } from './models/llama/model.js';
+export { llamaConfigFromHf, type LlamaConfig } from './models/llama/config.js';
+export { llamaConfigFromGguf, llamaWeightsFromGguf } from './models/llama/gguf.js';
+export type { LlamaWeights, Matrix, QuantizedMatrix } from './models/llama/weights.js';
+export { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken, type FinishReason } from './generate/generate.js';
+export { Sampler, type SamplingOptions, topLogprobs, logprobOf } from './generate/sampler.js';
+export type { Tokenizer } from './text/tokenizer.js';
+export { loadHfTokenizer } from './text/tokenizer.js';
+export { ggufTokenizer } from './text/gguf-tokenizer.js';
+export { renderChat, type ChatMessage } from './text/chat.js';
+export { StreamingDetokenizer } from './text/detokenizer.js';
+export { readGguf, type GgufFile } from './formats/gguf/reader.js';
+export { writeGguf } from './formats/gguf/writer.js';
+export { readSafetensorsHeader, loadTensor, writeSafetensors } from './formats/safetensors.js';
+export { openHfCheckpoint } from './formats/checkpoint.js';
+export { snapshotDownload, type HubOptions } from './formats/hub.js';

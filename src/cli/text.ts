@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { type DType, parseDType } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import type { GenerateOptions, GenerateResult, GeneratedToken } from '../generate/generate.js';
+import { resolveSamplingOptions } from '../generate/sampler.js';
 import { loadModel, type Prompt, type TextModel } from '../models/load.js';
 import { TINY_QUANTS, type TinyQuant, writeTinyModel } from '../models/tiny.js';
 import type { ChatMessage } from '../text/chat.js';
@@ -91,9 +92,11 @@ async function drain(it: AsyncGenerator<GeneratedToken, GenerateResult>, onToken
 export async function generateCommand(flags: GenerateFlags): Promise<void> {
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) fail('usage', 'give exactly one of --prompt TEXT and --prompt-ids 1,2,3');
   if (flags.chat && flags.promptIds !== undefined) fail('usage', '--chat takes --prompt, not --prompt-ids');
-  const { model, loadSeconds } = await openModel(flags);
   const prompt: Prompt = flags.promptIds !== undefined ? parsePromptIds(flags.promptIds) : flags.chat ? { messages: [{ role: 'user', content: flags.prompt! }] } : flags.prompt!;
-  const it = model.generate(prompt, samplingFrom(flags));
+  const sampling = samplingFrom(flags);
+  resolveSamplingOptions(sampling); // bad sampling options fail before the model loads
+  const { model, loadSeconds } = await openModel(flags);
+  const it = model.generate(prompt, sampling);
   let printed = '';
   const result = await drain(it, (t) => {
     if (flags.json) return;

@@ -419,7 +419,7 @@ async function fetchFile(run: Run, file: string): Promise<void> {
   const meta = await run.http.retrying(async () => {
     const { res, url } = await run.http.send(resolveUrl, 'HEAD', {}, false);
     await res.body?.cancel().catch(() => undefined);
-    const redirect = res.status >= 300 && res.status < 400;
+    const redirect = res.status >= 300 && res.status < 400 && res.headers.has('location');
     if (!res.ok && !redirect) await run.http.failure(res, url, ctx);
     const etag = normalizeEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
     if (!etag) fail('config', `${url} answered without an ETag: is ${run.http.endpoint} a Hugging Face hub?`);

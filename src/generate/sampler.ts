@@ -24,9 +24,11 @@
  * Logits: NaN or +Infinity throws HalfpipeError('dtype', 'non-finite logits: ...'); -Infinity is a masked token,
  * never sampled. The input logits are never modified.
  *
- * Cost for a vocabulary of V tokens: O(V) for the scan, plus O(V log k) for top-k (a bounded heap, no full sort).
- * Without top-k, top-p sorts only the tokens whose probability is at least (1 - p) / V (together they always hold
- * mass > p; the rest can never be in the nucleus), and no more than min-p would keep.
+ * Cost for a vocabulary of V tokens: a few O(V) passes. Top-k and top-p need the candidates in order only up to
+ * their cut, so both are a quickselect (expected O(V), a weighted one for top-p) that sorts only the last few
+ * tokens at the boundary, never the vocabulary; without top-k, top-p first drops the tokens of probability below
+ * (1 - p) / V (together they hold mass < 1 - p, so none can be in the nucleus) and min-p's cut where it binds.
+ * Ties at a cut go to the lower id, so results never depend on the order of the work.
  */
 import { fail, HalfpipeError } from '../core/errors.js';
 import { Rng } from './rng.js';
@@ -170,90 +172,132 @@ function compareDesc(l: Float32Array): (a: number, b: number) => number {
   };
 }
 
-/**
- * The k best token ids (higher logit, then lower id), sorted best first, by a size-k min-heap: O(V log k).
- * Masked tokens (-Infinity) are skipped unless `includeMasked`.
- */
-function topKIds(l: Float32Array, k: number, includeMasked: boolean): number[] {
+/** The k best token ids (higher logit, then lower id), masked ones included, sorted best first: a size-k min-heap, O(V log k). */
+function topKIds(l: Float32Array, k: number): number[] {
   const heap = new Int32Array(Math.min(k, l.length));
   let n = 0;
-  const siftDown = (i: number): void => {
-    for (;;) {
-      const a = 2 * i + 1;
-      if (a >= n) return;
-      const b = a + 1;
-      // the worse child goes up: the root is the worst of the kept
-      const c = b < n && better(l, heap[a]!, heap[b]!) ? b : a;
-      if (!better(l, heap[i]!, heap[c]!)) return;
-      const t = heap[i]!;
-      heap[i] = heap[c]!;
-      heap[c] = t;
-      i = c;
-    }
-  };
   for (let id = 0; id < l.length; id++) {
-    if (!includeMasked && l[id] === -Infinity) continue;
     if (n < heap.length) {
-      // sift up
+      // sift up: the root is the worst of the kept
       let i = n++;
       heap[i] = id;
       while (i > 0) {
         const p = (i - 1) >> 1;
         if (!better(l, heap[p]!, heap[i]!)) break;
-        const t = heap[p]!;
-        heap[p] = heap[i]!;
-        heap[i] = t;
+        swap(heap, p, i);
         i = p;
       }
     } else if (n > 0 && better(l, id, heap[0]!)) {
       heap[0] = id;
-      siftDown(0);
+      // sift down: the worse child goes up
+      for (let i = 0; ; ) {
+        const a = 2 * i + 1;
+        if (a >= n) break;
+        const c = a + 1 < n && better(l, heap[a]!, heap[a + 1]!) ? a + 1 : a;
+        if (!better(l, heap[i]!, heap[c]!)) break;
+        swap(heap, i, c);
+        i = c;
+      }
     }
   }
   return Array.from(heap.subarray(0, n)).sort(compareDesc(l));
 }
 
-/** The nucleus of `ids` (sorted best first): the shortest prefix whose mass reaches p (all of them if none does). */
-function nucleus(l: Float32Array, ids: number[], max: number, z: number, p: number): number[] {
-  let cum = 0;
-  for (let i = 0; i < ids.length; i++) {
-    cum += Math.exp(l[ids[i]!]! - max) / z;
-    if (cum >= p) return ids.slice(0, i + 1);
-  }
-  return ids;
+function swap(ids: Int32Array, i: number, j: number): void {
+  const t = ids[i]!;
+  ids[i] = ids[j]!;
+  ids[j] = t;
 }
 
 /**
- * The candidates left after top-k, top-p and min-p over the (penalized) logits `l`, whose max is `max` and which
- * have `finite` unmasked tokens. The argmax (lowest id among ties) is always kept.
+ * Partitions ids[lo, hi) (hi - lo >= 3) around a median-of-three pivot: returns a with ids[lo, a) better than the
+ * pivot ids[a], and ids(a, hi) worse. The order is total (ties broken by id), so nothing equals the pivot.
  */
-function filterCandidates(l: Float32Array, max: number, finite: number, o: ResolvedSamplingOptions): number[] {
-  let ids: number[];
-  const minPCut = o.minP > 0 ? max + Math.log(o.minP) : -Infinity;
-  if (o.topK > 0 && o.topK < finite) {
-    ids = topKIds(l, o.topK, false);
-    if (o.topP < 1) {
-      // as llama.cpp: top-p's softmax is over what top-k left
-      let z = 0;
-      for (const id of ids) z += Math.exp(l[id]! - max);
-      ids = nucleus(l, ids, max, z, o.topP);
+function partition(ids: Int32Array, lo: number, hi: number, l: Float32Array): number {
+  const mid = lo + ((hi - lo) >> 1);
+  const last = hi - 1;
+  // median of ids[lo], ids[mid], ids[last] into ids[last]
+  if (better(l, ids[mid]!, ids[lo]!)) swap(ids, mid, lo); // now lo is better than mid
+  if (better(l, ids[last]!, ids[lo]!)) swap(ids, last, lo); // lo is the best of the three
+  if (better(l, ids[mid]!, ids[last]!)) swap(ids, mid, last); // last is the median
+  const p = ids[last]!;
+  let a = lo;
+  for (let i = lo; i < last; i++) if (better(l, ids[i]!, p)) swap(ids, a++, i);
+  swap(ids, a, last);
+  return a;
+}
+
+/**
+ * Reorders ids[0, n) so that ids[0, m) is the shortest prefix, in candidate order (higher logit, then lower id),
+ * that holds at least k tokens or whose weight (w by id) sums to at least `target`; returns m (n if no prefix
+ * does). A quickselect, expected O(n): no sort of the whole set, only of the last few tokens at the boundary.
+ * ids[0, m) comes out in no particular order.
+ */
+function selectPrefix(ids: Int32Array, n: number, l: Float32Array, k: number, w: Float64Array | null, target: number): number {
+  let lo = 0;
+  let hi = n;
+  let mass = 0; // weight of ids[0, lo), all in the prefix
+  while (hi - lo > 16) {
+    const a = partition(ids, lo, hi, l);
+    let massBetter = 0;
+    if (w) for (let i = lo; i < a; i++) massBetter += w[ids[i]!]!;
+    if (a >= k || mass + massBetter >= target) {
+      hi = a; // the prefix ends within ids[lo, a)
+      continue;
     }
-  } else if (o.topP < 1) {
-    let z = 0;
-    for (let i = 0; i < l.length; i++) z += Math.exp(l[i]! - max);
-    // Tokens with probability < (1 - p) / V hold mass < 1 - p together, so the nucleus lies among the others;
-    // min-p's cut is also a prefix of the same order, so whatever it drops would be dropped afterwards anyway.
-    const cut = Math.max(max + Math.log(((1 - o.topP) / l.length) * z), minPCut);
-    ids = [];
-    for (let i = 0; i < l.length; i++) if (l[i]! >= cut) ids.push(i);
-    ids.sort(compareDesc(l));
-    ids = nucleus(l, ids, max, z, o.topP);
-  } else {
-    ids = [];
-    for (let i = 0; i < l.length; i++) if (l[i]! >= minPCut && l[i] !== -Infinity) ids.push(i);
-    return ids; // in id order: no filter above needs an order
+    mass += massBetter + (w ? w[ids[a]!]! : 0);
+    if (a + 1 >= k || mass >= target) return a + 1;
+    lo = a + 1;
   }
-  return o.minP > 0 ? ids.filter((id) => l[id]! >= minPCut) : ids;
+  const rest = ids.subarray(lo, hi).sort(compareDesc(l));
+  for (let i = 0; i < rest.length; i++) {
+    if (w) mass += w[rest[i]!]!;
+    if (lo + i + 1 >= k || mass >= target) return lo + i + 1;
+  }
+  return hi;
+}
+
+/** Scratch buffers a Sampler reuses from token to token (sized to the vocabulary). */
+interface Scratch {
+  ids: Int32Array;
+  w: Float64Array;
+}
+
+/**
+ * The candidates left after top-k, top-p and min-p over the (penalized) logits `l` (max `max`, at least one
+ * unmasked token): fills s.ids[0, n) with them, in no particular order, and returns n. The argmax is always kept.
+ * s.w holds exp(l - max) for every candidate when top-p was applied.
+ */
+function filterCandidates(l: Float32Array, max: number, o: ResolvedSamplingOptions, s: Scratch): number {
+  const { ids, w } = s;
+  const V = l.length;
+  const topK = o.topK > 0;
+  const minPCut = o.minP > 0 ? max + Math.log(o.minP) : -Infinity;
+  // min-p keeps a prefix of the candidate order, as top-k and top-p do, so it can be applied first to shrink the
+  // set, except before top-k + top-p, whose softmax must run over all of the top k.
+  let cut = topK && o.topP < 1 ? -Infinity : minPCut;
+  let z = 0;
+  if (!topK && o.topP < 1) {
+    for (let i = 0; i < V; i++) z += w[i] = Math.exp(l[i]! - max);
+    // Tokens with probability < (1 - p) / V hold mass < 1 - p together, so the nucleus lies among the others.
+    cut = Math.max(cut, max + Math.log(((1 - o.topP) / V) * z));
+  }
+  let n = 0;
+  for (let i = 0; i < V; i++) if (l[i]! >= cut && l[i] !== -Infinity) ids[n++] = i;
+  if (topK && o.topK < n) n = selectPrefix(ids, n, l, o.topK, null, Infinity);
+  if (o.topP < 1) {
+    if (topK) {
+      // as llama.cpp: top-p's softmax is over what top-k left
+      for (let i = 0; i < n; i++) z += w[ids[i]!] = Math.exp(l[ids[i]!]! - max);
+    }
+    n = selectPrefix(ids, n, l, Infinity, w, o.topP * z);
+  }
+  if (o.minP > 0 && cut < minPCut) {
+    let m = 0;
+    for (let i = 0; i < n; i++) if (l[ids[i]!]! >= minPCut) ids[m++] = ids[i]!;
+    n = m;
+  }
+  return n;
 }
 
 function argmax(l: Float32Array): number {
@@ -268,6 +312,7 @@ export class Sampler {
   readonly seed: number;
   private readonly rng: Rng;
   private work = new Float32Array(0);
+  private scratch: Scratch = { ids: new Int32Array(0), w: new Float64Array(0) };
 
   constructor(opts: SamplingOptions = {}) {
     this.options = Object.freeze(resolveSamplingOptions(opts));
@@ -277,55 +322,56 @@ export class Sampler {
 
   /** Picks the next token from raw logits (not modified) given the previous tokens (prompt + generated). */
   sample(logits: Float32Array, history: readonly number[]): number {
-    const { l, max, finite } = this.prepare(logits, history);
+    const { l, max } = this.prepare(logits, history);
     const o = this.options;
     if (o.temperature === 0) return argmax(l);
-    const ids = filterCandidates(l, max, finite, o);
-    const w = new Float64Array(ids.length);
+    const { ids, w } = this.scratch;
+    const n = filterCandidates(l, max, o, this.scratch);
+    // weights at the temperature, reusing w (indexed by id)
     let total = 0;
-    for (let i = 0; i < ids.length; i++) total += w[i] = Math.exp((l[ids[i]!]! - max) / o.temperature);
+    for (let i = 0; i < n; i++) total += w[ids[i]!] = Math.exp((l[ids[i]!]! - max) / o.temperature);
     const u = this.rng.nextFloat() * total;
     let cum = 0;
-    for (let i = 0; i < ids.length; i++) {
-      cum += w[i]!;
+    for (let i = 0; i < n; i++) {
+      cum += w[ids[i]!]!;
       if (u < cum) return ids[i]!;
     }
-    // only reachable through rounding at the very top: return the last token with any weight
-    for (let i = ids.length - 1; i > 0; i--) if (w[i]! > 0) return ids[i]!;
-    return ids[0]!;
+    // unreachable (cum ends equal to total > u); kept for safety against rounding
+    return ids[n - 1]!;
   }
 
   /**
    * The distribution `sample` draws from for these logits and history, as [{id, p}] (p summing to 1) over the
-   * candidates that survive the filters; greedy gives one token with p = 1. Draws nothing from the PRNG.
+   * candidates that survive the filters, most likely first (ties → lower id); greedy gives one token with p = 1.
+   * Draws nothing from the PRNG.
    */
   distribution(logits: Float32Array, history: readonly number[]): Array<{ id: number; p: number }> {
-    const { l, max, finite } = this.prepare(logits, history);
+    const { l, max } = this.prepare(logits, history);
     const o = this.options;
     if (o.temperature === 0) return [{ id: argmax(l), p: 1 }];
-    const ids = filterCandidates(l, max, finite, o);
+    const n = filterCandidates(l, max, o, this.scratch);
+    const ids = Array.from(this.scratch.ids.subarray(0, n)).sort(compareDesc(l));
     const w = ids.map((id) => Math.exp((l[id]! - max) / o.temperature));
     const total = w.reduce((a, b) => a + b, 0);
     return ids.map((id, i) => ({ id, p: w[i]! / total }));
   }
 
   /** Checks the logits, copies them into the scratch buffer and applies the penalties there. */
-  private prepare(logits: Float32Array, history: readonly number[]): { l: Float32Array; max: number; finite: number } {
+  private prepare(logits: Float32Array, history: readonly number[]): { l: Float32Array; max: number } {
     scanLogits(logits);
-    if (this.work.length !== logits.length) this.work = new Float32Array(logits.length);
+    const V = logits.length;
+    if (this.work.length !== V) {
+      this.work = new Float32Array(V);
+      this.scratch = { ids: new Int32Array(V), w: new Float64Array(V) };
+    }
     const l = this.work;
     l.set(logits);
     penalize(l, history, this.options);
-    // Penalties move logits, so the max and the masked count are taken after them.
+    // Penalties move logits, so the max is taken after them.
     let max = -Infinity;
-    let finite = 0;
-    for (let i = 0; i < l.length; i++) {
-      const x = l[i]!;
-      if (x > max) max = x;
-      if (x !== -Infinity) finite++;
-    }
-    if (finite === 0) fail('usage', 'cannot sample: every logit is -Infinity (all tokens masked)');
-    return { l, max, finite };
+    for (let i = 0; i < V; i++) if (l[i]! > max) max = l[i]!;
+    if (max === -Infinity) fail('usage', 'cannot sample: every logit is -Infinity (all tokens masked)');
+    return { l, max };
   }
 }
 
@@ -346,7 +392,7 @@ export function topLogprobs(logits: Float32Array, k: number): Array<{ id: number
   if (!Number.isSafeInteger(k) || k < 0) fail('usage', `the number of top logprobs must be an integer >= 0, got ${k}`);
   const lse = logSumExp(logits);
   if (k === 0) return [];
-  return topKIds(logits, k, true).map((id) => ({ id, logprob: logits[id]! - lse }));
+  return topKIds(logits, k).map((id) => ({ id, logprob: logits[id]! - lse }));
 }
 
 /** The log-probability of token `id` under the softmax of the raw logits (float64, max-subtracted). */

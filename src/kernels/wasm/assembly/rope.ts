@@ -262,7 +262,7 @@ function rotate8Slow(dtype: i32, pairing: i32, src: usize, dst: usize, tab: usiz
   const n2 = i16x8.narrow_i32x4_u(absCodeF16(y2a), absCodeF16(y2b));
   const k0400 = k(K_0400);
   const range = i16x8.sub_sat_u(i16x8.max_u(i16x8.sub(n1, k0400), i16x8.sub(n2, k0400)), k(K_7800));
-  if (v128.any_true(range)) {
+  if (v128.any_true(v128.or(special, range))) {
     const back = <usize>i << (pairing == NEOX ? 1 : 2);
     rotate8Slow(DT_F16, pairing, src - back, dst - back, tab, half, i);
     return;

@@ -1,0 +1,75 @@
+/** The command line as a user runs it: a child process of bin/halfpipe.js. */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../../../bin/halfpipe.js', import.meta.url));
+let dir: string;
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'halfpipe-cli-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function halfpipe(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') }, timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function assertOneLineError(r: { code: number | null; err: string }, pattern: RegExp) {
+  assert.notEqual(r.code, 0);
+  const lines = r.err.trim().split('\n').filter((l) => !l.startsWith('(run with --help'));
+  assert.equal(lines.length, 1, r.err);
+  assert.match(lines[0]!, /^halfpipe: error: /);
+  assert.match(lines[0]!, pattern);
+}
+
+test('the quick start generates text from the embedded default model', () => {
+  const r = halfpipe('generate', '--prompt', 'Once upon a time', '--max-tokens', '16', '--seed', '1');
+  assert.equal(r.code, 0, r.err);
+  assert.ok(r.out.trim().length > 0);
+  assert.match(r.err, /built-in tiny model/);
+  // Deterministic with a seed.
+  assert.equal(halfpipe('generate', '--prompt', 'Once upon a time', '--max-tokens', '16', '--seed', '1').out, r.out);
+});
+
+test('tiny, info and generate --json on HF and GGUF models', () => {
+  const hf = join(dir, 'hf');
+  const gguf = join(dir, 'm.gguf');
+  assert.equal(halfpipe('tiny', '--out', hf, '--seed', '4').code, 0);
+  assert.equal(halfpipe('tiny', '--out', gguf, '--format', 'gguf', '--quant', 'Q8_0', '--seed', '4').code, 0);
+  const info = halfpipe('info', '--model', gguf);
+  assert.equal(info.code, 0, info.err);
+  assert.match(info.out, /LlamaForCausalLM/);
+  assert.match(info.out, /Q8_0 x16/);
+  for (const model of [hf, gguf]) {
+    const r = halfpipe('generate', '--model', model, '--prompt-ids', '1,320,439', '--max-tokens', '5', '--temperature', '0', '--logprobs', '3', '--json');
+    assert.equal(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assert.deepEqual(Object.keys(j).sort(), ['finish_reason', 'logprobs', 'text', 'timings', 'tokens']);
+    assert.ok(j.tokens.length <= 5);
+    assert.equal(j.logprobs[0].length, 3);
+    assert.deepEqual(Object.keys(j.logprobs[0][0]).sort(), ['id', 'logprob', 'token']);
+    assert.equal(j.tokens[0], j.logprobs[0][0].id, 'greedy picks the top token');
+    assert.deepEqual(Object.keys(j.timings).sort(), ['decode_tokens_per_s', 'load_s', 'prefill_tokens_per_s']);
+  }
+  const chat = halfpipe('generate', '--model', hf, '--chat', '--prompt', 'Hello', '--max-tokens', '4');
+  assert.equal(chat.code, 0, chat.err);
+});
+
+test('bad input ends with one clear line and a non-zero exit', () => {
+  assertOneLineError(halfpipe('generate', '--model', join(dir, 'missing'), '--prompt', 'x'), /no such model/);
+  assertOneLineError(halfpipe('generate', '--prompt-ids', '1,x'), /--prompt-ids must be comma-separated/);
+  assertOneLineError(halfpipe('generate'), /exactly one of --prompt/);
+  assertOneLineError(halfpipe('generate', '--prompt', 'x', '--temperature', 'hot'), /temperature/);
+  assertOneLineError(halfpipe('generate', '--prompt', 'x', '--temperature', '-1'), /temperature/);
+  assertOneLineError(halfpipe('tiny', '--out', join(dir, 'q'), '--quant', 'Q8_0'), /needs --format gguf/);
+  assertOneLineError(halfpipe('tiny', '--out', join(dir, 'q.gguf'), '--format', 'gguf', '--quant', 'Q9_9'), /Q9_9/);
+  const ctx = join(dir, 'ctx');
+  assert.equal(halfpipe('tiny', '--out', ctx, '--set', 'max_position_embeddings=8').code, 0);
+  assertOneLineError(halfpipe('generate', '--model', ctx, '--prompt-ids', '1,2,3,4,5,6,7,8,9,10'), /context/);
+  assertOneLineError(halfpipe('bogus'), /unknown command/);
+});
