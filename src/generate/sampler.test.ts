@@ -79,17 +79,18 @@ function argmaxPlain(l: Float32Array): number {
   return best;
 }
 
-// Logits with ties (small integers), masked tokens and spread-out values; at least one token unmasked.
+// Logits at a random scale (so that top-k, top-p and min-p all get to bind), with ties, masked tokens, and at least
+// one token unmasked.
 const logitValue = fc.oneof(
-  { weight: 6, arbitrary: fc.float({ min: -20, max: 20, noNaN: true }) },
-  { weight: 2, arbitrary: fc.integer({ min: -3, max: 3 }) },
+  { weight: 6, arbitrary: fc.double({ min: -1, max: 1, noNaN: true }) },
+  { weight: 2, arbitrary: fc.integer({ min: -3, max: 3 }).map((x) => x / 3) },
   { weight: 1, arbitrary: fc.constant(-Infinity) },
 );
-const logitsArb = (maxLength = 60): fc.Arbitrary<Float32Array> =>
+const logitsArb = (maxLength = 60, minLength = 1): fc.Arbitrary<Float32Array> =>
   fc
-    .array(logitValue, { minLength: 1, maxLength })
-    .filter((a) => a.some((x) => x !== -Infinity))
-    .map((a) => Float32Array.from(a));
+    .tuple(fc.array(logitValue, { minLength, maxLength }), fc.double({ min: 0.3, max: 20, noNaN: true }))
+    .filter(([a]) => a.some((x) => x !== -Infinity))
+    .map(([a, scale]) => Float32Array.from(a, (x) => x * scale));
 const seedArb = fc.integer({ min: 0, max: 2 ** 31 });
 const tempArb = fc.double({ min: 0.05, max: 5, noNaN: true });
 const NO_FILTERS = { topK: 0, topP: 1, minP: 0 } as const;
@@ -211,31 +212,39 @@ test('min-p never samples below minP × pmax', () => {
   );
 });
 
-test('the candidate set is exactly top-k → top-p (renormalized over the top k) → min-p', () => {
-  fc.assert(
-    fc.property(
-      logitsArb(),
-      fc.record({
-        temperature: tempArb,
-        topK: fc.nat({ max: 12 }),
-        topP: fc.oneof(fc.constant(1), fc.double({ min: 0.01, max: 1, noNaN: true })),
-        minP: fc.oneof(fc.constant(0), fc.double({ min: 0.001, max: 1, noNaN: true })),
-        repeatPenalty: fc.constant(1),
-        repeatLastN: fc.constant(64),
-        frequencyPenalty: fc.constant(0),
-        presencePenalty: fc.constant(0),
-      }),
-      (l, o) => {
-        const ref = referenceCandidates(l, o);
-        fc.pre(!ref.ambiguous);
-        const dist = new Sampler({ ...o, seed: 1 }).distribution(l, []);
-        assert.deepEqual(new Set(dist.map((c) => c.id)), ref.ids);
-        const want = softmaxOver(l, [...ref.ids], o.temperature);
-        for (const { id, p } of dist) assert.ok(Math.abs(p - want.get(id)!) < 1e-12, `p(${id}) = ${p}, want ${want.get(id)}`);
-      },
-    ),
-    { numRuns: 300 },
+function candidateSetProperty(logits: fc.Arbitrary<Float32Array>, maxK: number): fc.IProperty<[Float32Array, Required<Omit<SamplingOptions, 'seed'>>]> {
+  return fc.property(
+    logits,
+    fc.record({
+      temperature: tempArb,
+      topK: fc.nat({ max: maxK }),
+      topP: fc.oneof(fc.constant(1), fc.double({ min: 0.01, max: 1, noNaN: true })),
+      minP: fc.oneof(fc.constant(0), fc.double({ min: 0.001, max: 1, noNaN: true })),
+      repeatPenalty: fc.constant(1),
+      repeatLastN: fc.constant(64),
+      frequencyPenalty: fc.constant(0),
+      presencePenalty: fc.constant(0),
+    }),
+    (l, o) => {
+      const ref = referenceCandidates(l, o);
+      fc.pre(!ref.ambiguous);
+      const dist = new Sampler({ ...o, seed: 1 }).distribution(l, []);
+      assert.deepEqual(new Set(dist.map((c) => c.id)), ref.ids);
+      const want = softmaxOver(l, [...ref.ids], o.temperature);
+      for (const { id, p } of dist) assert.ok(Math.abs(p - want.get(id)!) < 1e-12, `p(${id}) = ${p}, want ${want.get(id)}`);
+      assert.deepEqual(
+        dist.map((c) => c.id),
+        sortedIds(l).filter((id) => ref.ids.has(id)),
+        'distribution() lists the most likely first',
+      );
+    },
   );
+}
+
+test('the candidate set is exactly top-k → top-p (renormalized over the top k) → min-p', () => {
+  fc.assert(candidateSetProperty(logitsArb(), 12), { numRuns: 500 });
+  // sets large enough for the quickselect to partition, with cuts anywhere
+  fc.assert(candidateSetProperty(logitsArb(300, 17), 300), { numRuns: 500 });
 });
 
 test('top-p boundary: the nucleus stops at the first token whose cumulative mass reaches p', () => {

@@ -230,6 +230,7 @@ test('writeGguf rejects invalid input and leaves no file behind', () => {
     ['u64 unsafe number', { metadata: [['a', { type: 'u64', value: 2 ** 60 }]], tensors: [] }, /not a valid u64/],
     ['i64 range', { metadata: [['a', { type: 'i64', value: 2n ** 63n }]], tensors: [] }, /not a valid i64/],
     ['string', { metadata: [['a', { type: 'string', value: 5 as unknown as string }]], tensors: [] }, /not a string/],
+    ['lone surrogate', { metadata: [['a', { type: 'string', value: 'x\ud800y' }]], tensors: [] }, /lone UTF-16 surrogate/],
     ['array item', { metadata: [['a', { type: 'array', itemType: 'i32', value: [1, 'x' as unknown as number] }]], tensors: [] }, /'a'\[1\]: x is not a valid i32/],
     ['unknown type', { metadata: [['a', { type: 'u128', value: 1 } as unknown as GgufTypedValue]], tensors: [] }, /unknown GGUF value type/],
     ['alignment', { metadata: [], tensors: [], alignment: 48 }, /power of two/],

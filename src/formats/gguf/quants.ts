@@ -189,22 +189,25 @@ export function dequantize(type: GgmlType, bytes: Uint8Array, count: number, out
     case 'Q6_K':
       for (let k = 0, p = 0; k < nb; k++, p += 210, o += 256) {
         const d = f16At(b, p + 208);
-        for (let e = 0; e < 256; e++) {
-          out[o + e] = d * ((b[p + 192 + (e >> 4)]! << 24) >> 24) * (q6At(b, p, e) - 32);
+        // element e = 128h + 32k + l: low nibble (k < 2) or high nibble (k >= 2) of ql[64h + 32(k & 1) + l],
+        // high bits 2k..2k+1 of qh[32h + l], scale scales[e / 16]
+        for (let e0 = 0; e0 < 256; e0 += 32) {
+          const h = e0 >> 7;
+          const k = (e0 >> 5) & 3;
+          const ql = p + 64 * h + 32 * (k & 1);
+          const qh = p + 128 + 32 * h;
+          const lowShift = k & 2 ? 4 : 0;
+          const hiShift = 2 * k;
+          const s0 = d * ((b[p + 192 + (e0 >> 4)]! << 24) >> 24);
+          const s1 = d * ((b[p + 193 + (e0 >> 4)]! << 24) >> 24);
+          for (let l = 0; l < 32; l++) {
+            const q = ((b[ql + l]! >> lowShift) & 15) | (((b[qh + l]! >> hiShift) & 3) << 4);
+            out[o + e0 + l] = (l < 16 ? s0 : s1) * (q - 32);
+          }
         }
       }
       return;
   }
-}
-
-/** The 6-bit quant (0..63) of element e of the Q6_K block at b[p ...]. */
-function q6At(b: Uint8Array, p: number, e: number): number {
-  const h = e >> 7;
-  const k = (e >> 5) & 3;
-  const l = e & 31;
-  const lo = (b[p + 64 * h + 32 * (k & 1) + l]! >> (k & 2 ? 4 : 0)) & 15;
-  const hi = (b[p + 128 + 32 * h + l]! >> (2 * k)) & 3;
-  return lo | (hi << 4);
 }
 
 /** Dequantizes `count` elements into a new Float32Array. */

@@ -36,7 +36,7 @@ export interface GgufTensorInfo {
   readonly name: string;
   readonly type: GgmlType;
   /** GGUF `ne` order: dims[0] is the innermost, contiguous axis (a row has dims[0] elements). */
-  readonly dims: readonly number[];
+  readonly dims: number[];
   /** absolute byte offset of the tensor's data in the file */
   readonly offset: number;
   readonly byteLength: number;
@@ -82,7 +82,7 @@ function oneLine(s: string): string {
 }
 
 /** A name or key from the file, quoted for a message: control characters escaped, at most 100 characters. */
-export function show(s: string): string {
+function show(s: string): string {
   const t = s.length > 100 ? `${s.slice(0, 100)}...` : s;
   const escaped = t.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029'\\]/g, (c) =>
     c === "'" || c === '\\' ? `\\${c}` : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,

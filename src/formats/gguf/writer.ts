@@ -163,6 +163,8 @@ function checkScalar(type: string, v: unknown, where: string): void {
       return;
     case 'string':
       if (typeof v !== 'string') usage(`${where}: ${String(v)} is not a string`);
+      // UTF-8 cannot encode a lone surrogate: TextEncoder would silently write U+FFFD instead.
+      if (/\p{Cs}/u.test(v)) usage(`${where}: string contains a lone UTF-16 surrogate`);
       return;
     default:
       usage(`${where}: unknown GGUF value type '${type}'`);

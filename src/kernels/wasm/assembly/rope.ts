@@ -258,6 +258,7 @@ function rotate8Slow(dtype: i32, pairing: i32, src: usize, dst: usize, tab: usiz
 
   // Round |y| as f16 normals, 8 codes per vector; a code outside [0x400, 0x7C00]
   // means that lane was not one (zero, subnormal, overflow, inf, NaN).
+  const sg1 = signsF16(y1a, y1b), sg2 = signsF16(y2a, y2b);
   const n1 = i16x8.narrow_i32x4_u(absCodeF16(y1a), absCodeF16(y1b));
   const n2 = i16x8.narrow_i32x4_u(absCodeF16(y2a), absCodeF16(y2b));
   const k0400 = k(K_0400);
@@ -267,8 +268,8 @@ function rotate8Slow(dtype: i32, pairing: i32, src: usize, dst: usize, tab: usiz
     rotate8Slow(DT_F16, pairing, src - back, dst - back, tab, half, i);
     return;
   }
-  const o1 = v128.or(n1, signsF16(y1a, y1b));
-  const o2 = v128.or(n2, signsF16(y2a, y2b));
+  const o1 = v128.or(n1, sg1);
+  const o2 = v128.or(n2, sg2);
   if (pairing == NEOX) {
     v128.store(dst, o1);
     v128.store(dst + off2, o2);
@@ -575,6 +576,15 @@ function rowsAny(kind: i32, n: i32, src: usize, dst: usize, inB: usize, outB: us
   for (let h = 0; h < n; h++, src += inB, dst += outB) rotateRowAny(kind, src, dst, tab, half, headDim, start);
 }
 
+/** Copies n rows of `bytes` bytes (even) from src to dst, rows inB/outB bytes apart. */
+function copyRows(n: i32, src: usize, dst: usize, inB: usize, outB: usize, bytes: usize): void {
+  for (; n > 0; n--, src += inB, dst += outB) {
+    let off: usize = 0;
+    for (; off + 16 <= bytes; off += 16) v128.store(dst + off, v128.load(src + off));
+    for (; off < bytes; off += 2) store<u16>(dst + off, load<u16>(src + off));
+  }
+}
+
 /**
  * Fused RoPE over q and k, tokens [t0, t1) of the batch*seqLen tokens (t = b*seqLen + s;
  * any split of [0, batch*seqLen) gives the same bits). The table row of token t, at
@@ -621,9 +631,19 @@ export function rope(
     const qo = qOut + (<usize>(b * qOutB + s * qOutS) << es);
     const ki = kIn + (<usize>(b * kInB + s * kInS) << es);
     const ko = kOut + (<usize>(b * kOutB + s * kOutS) << es);
-    // 16-bit storage with f32 math: 8-pair steps over all heads first, then the rest of each row.
-    const start = fast ? token16(dtype, pairing, half, tab, qHeads, qi, qo, qInHB, qOutHB, kHeads, ki, ko, kInHB, kOutHB) : 0;
-    rowsAny(kind, qHeads, qi, qo, qInHB, qOutHB, tab, half, headDim, start);
-    rowsAny(kind, kHeads, ki, ko, kInHB, kOutHB, tab, half, headDim, start);
+    if (!fast) {
+      rowsAny(kind, qHeads, qi, qo, qInHB, qOutHB, tab, half, headDim, 0);
+      rowsAny(kind, kHeads, ki, ko, kInHB, kOutHB, tab, half, headDim, 0);
+      continue;
+    }
+    // 16-bit storage with f32 math: 8-pair steps over all heads first, then the rest of each
+    // row. Those steps hop between rows, which is fine for lines already in cache but not for
+    // the first write of an output line: out of place, copy the token's rows over first
+    // (sequentially) and rotate the copy in place.
+    if (qi != qo) copyRows(qHeads, qi, qo, qInHB, qOutHB, <usize>headDim << 1);
+    if (ki != ko) copyRows(kHeads, ki, ko, kInHB, kOutHB, <usize>headDim << 1);
+    const start = token16(dtype, pairing, half, tab, qHeads, qo, qo, qOutHB, qOutHB, kHeads, ko, ko, kOutHB, kOutHB);
+    rowsAny(kind, qHeads, qo, qo, qOutHB, qOutHB, tab, half, headDim, start);
+    rowsAny(kind, kHeads, ko, ko, kOutHB, kOutHB, tab, half, headDim, start);
   }
 }

@@ -1,0 +1,109 @@
+/**
+ * npm run bench:decode — prefill and decode speed of a ~97M-parameter random llama (f32, f16, Q8_0)
+ * in halfpipe and in llama.cpp (node-llama-cpp, 1 thread) on the same GGUF file, side by side in one
+ * run, with the weight bytes streamed per second against the machine's copy bandwidth measured in
+ * the same run. Prints a markdown table.
+ *
+ *   --prefill N   prompt tokens (default 128)
+ *   --decode N    generated tokens (default 64)
+ *   --types LIST  comma-separated of f32,f16,Q8_0 (default all)
+ */
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { getLlama, type Token } from 'node-llama-cpp';
+import { loadModel } from '../src/models/load.js';
+import { writeTinyModel } from '../src/models/tiny.js';
+
+const { values } = parseArgs({
+  options: { prefill: { type: 'string', default: '128' }, decode: { type: 'string', default: '64' }, types: { type: 'string', default: 'f32,f16,Q8_0' } },
+});
+const PREFILL = Number(values.prefill);
+const DECODE = Number(values.decode);
+const TYPES = values.types!.split(',');
+
+// ~97M parameters: 14 layers of dim 768 with a 2304-wide MLP and 4 KV heads.
+const SHAPE = { hidden_size: 768, intermediate_size: 2304, num_hidden_layers: 14, num_attention_heads: 12, num_key_value_heads: 4, max_position_embeddings: 1024 };
+
+/** Copy bandwidth (bytes read + written per second) of a 256 MiB Float32Array.set, best of 5. */
+function copyBandwidth(): number {
+  const n = (256 << 20) / 4;
+  const src = new Float32Array(n).fill(1);
+  const dst = new Float32Array(n);
+  let best = Infinity;
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    dst.set(src);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return (2 * n * 4) / (best / 1000);
+}
+
+function modelPath(type: string): string {
+  const dir = join(tmpdir(), 'halfpipe-bench');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `llama-97m-${type}.gguf`);
+  if (!existsSync(path)) {
+    process.stderr.write(`writing ${path} ...\n`);
+    const quant = type === 'Q8_0' ? { quant: 'Q8_0' as const } : { dtype: type as 'f32' | 'f16' };
+    writeTinyModel({ format: 'gguf', out: path, seed: 1, set: SHAPE, ...quant });
+  }
+  return path;
+}
+
+const prompt = Array.from({ length: PREFILL }, (_, i) => 3 + ((i * 7919) % 500));
+const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+const rows: string[] = [];
+const bandwidth = copyBandwidth();
+
+for (const type of TYPES) {
+  const path = modelPath(type);
+  // halfpipe
+  const model = await loadModel(path);
+  const weightBytes = statSync(path).size;
+  const session = model.model.newSession();
+  const t0 = performance.now();
+  let logits = session.forward(prompt);
+  const t1 = performance.now();
+  for (let i = 0; i < DECODE; i++) {
+    let best = 0;
+    for (let v = 1; v < logits.length; v++) if (logits[v]! > logits[best]!) best = v;
+    logits = session.forward([best]);
+  }
+  const t2 = performance.now();
+  const ours = { prefill: PREFILL / ((t1 - t0) / 1000), decode: DECODE / ((t2 - t1) / 1000) };
+
+  // llama.cpp on the same file, 1 thread, F32 KV cache.
+  const lm = await llama.loadModel({ modelPath: path });
+  const ctx = await lm.createContext({ contextSize: 1024, batchSize: 512, threads: 1, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+  const seq = ctx.getSequence();
+  const s0 = performance.now();
+  let first = 0;
+  let count = 0;
+  for await (const _ of seq.evaluate(prompt as unknown as Token[], { temperature: 0, yieldEogToken: true })) {
+    if (count === 0) first = performance.now();
+    if (++count > DECODE) break;
+  }
+  const s2 = performance.now();
+  const theirs = { prefill: PREFILL / ((first - s0) / 1000), decode: DECODE / ((s2 - first) / 1000) };
+  await ctx.dispose();
+  await lm.dispose();
+
+  const streamed = weightBytes * ours.decode;
+  rows.push(
+    `| ${type} | ${(weightBytes / 2 ** 20).toFixed(0)} MiB | ${ours.prefill.toFixed(1)} | ${theirs.prefill.toFixed(1)} | ${(ours.prefill / theirs.prefill).toFixed(3)} | ${ours.decode.toFixed(2)} | ${theirs.decode.toFixed(1)} | ${(ours.decode / theirs.decode).toFixed(3)} | ${(streamed / 1e9).toFixed(2)} | ${((100 * streamed) / bandwidth).toFixed(1)}% |`,
+  );
+}
+await llama.dispose();
+
+console.log(`decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, 1 thread; copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (256 MiB Float32Array.set, read + write)`);
+console.log('');
+console.log('| weights | file | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | weight GB/s (halfpipe decode) | of copy bandwidth |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(r);
+
+function model90m(): string {
+  return `dim ${SHAPE.hidden_size}, ${SHAPE.num_hidden_layers} layers, mlp ${SHAPE.intermediate_size}, ${SHAPE.num_attention_heads}/${SHAPE.num_key_value_heads} heads`;
+}
