@@ -15,7 +15,11 @@ before(() => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function halfpipe(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') }, timeout: 120_000 });
+  return halfpipeWithInput(undefined, ...args);
+}
+
+function halfpipeWithInput(input: string | undefined, ...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', input, env: { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') }, timeout: 120_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -58,6 +62,17 @@ test('tiny, info and generate --json on HF and GGUF models', () => {
   }
   const chat = halfpipe('generate', '--model', hf, '--chat', '--prompt', 'Hello', '--max-tokens', '4');
   assert.equal(chat.code, 0, chat.err);
+});
+
+test('chat reads turns from stdin and answers each through the chat template', () => {
+  const model = join(dir, 'chat');
+  assert.equal(halfpipe('tiny', '--out', model, '--seed', '6').code, 0);
+  const r = halfpipeWithInput('Hello there\n\nHow are you?\n/reset\nAgain\n/exit\nnever read\n', 'chat', '--model', model, '--max-tokens', '3', '--seed', '1');
+  assert.equal(r.code, 0, r.err);
+  // Three turns, three answers, each ended by a newline; the line after /exit is never answered.
+  assert.ok(r.out.endsWith('\n') && r.out.split('\n').length - 1 >= 3, JSON.stringify(r.out));
+  const more = halfpipeWithInput('Hello there\n\nHow are you?\n/reset\nAgain\n/exit\nnever read\nnor this\n', 'chat', '--model', model, '--max-tokens', '3', '--seed', '1');
+  assert.equal(more.out, r.out);
 });
 
 test('bad input ends with one clear line and a non-zero exit', () => {

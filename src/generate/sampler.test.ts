@@ -253,6 +253,17 @@ test('top-p boundary: the nucleus stops at the first token whose cumulative mass
   assert.deepEqual(ids(0.5), [0, 1]);
   assert.deepEqual(ids(0.5000001), [0, 1, 2]);
   assert.deepEqual(ids(0.25), [0]);
+  // the same at sizes where the quickselect partitions: 40 ties, half the mass is exactly the first 20
+  const flat = new Float32Array(40);
+  for (const [topP, n] of [
+    [0.5, 20],
+    [0.25, 10],
+    [0.5000001, 21],
+    [0.525, 21], // the pivot's own weight reaches the mass exactly
+  ] as const) {
+    const got = new Sampler({ temperature: 1, topK: 0, topP, minP: 0, seed: 1 }).distribution(flat, []).map((c) => c.id);
+    assert.deepEqual(got, Array.from({ length: n }, (_, i) => i), `topP ${topP}`);
+  }
   // with top-k, the mass is renormalized over the k kept: 2 of 2 equal tokens, p = 0.5 keeps one
   assert.deepEqual(new Sampler({ temperature: 1, topK: 2, topP: 0.5, minP: 0, seed: 1 }).distribution(l, []).map((c) => c.id), [0]);
   // min-p at exactly pmax × minP keeps the token: e^(ln 0.5) = 0.5

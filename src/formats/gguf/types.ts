@@ -184,7 +184,7 @@ export type GgufScalarType = Exclude<GgufValueType, 'array'>;
 /**
  * A metadata value with its GGUF type, as the writer emits it and as the reader reports it
  * (GgufFile.typedMetadata). An array holds scalars of one type, or nested arrays (itemType 'array',
- * each element a typed array value of its own).
+ * each element a typed array value of its own; valid GGUF, but llama.cpp's reader rejects them).
  */
 export type GgufTypedValue =
   | { type: 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64'; value: number }

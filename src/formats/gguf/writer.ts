@@ -8,6 +8,9 @@
  * with zeros to the next multiple (the last one too), which is the layout ggml's own writer produces
  * and its reader checks. A non-default alignment is recorded as `general.alignment` (u32).
  *
+ * Arrays of arrays are valid GGUF and round-trip through readGguf, but ggml's own reader (llama.cpp)
+ * rejects them ("invalid GGUF type 9"): do not put them in files meant for llama.cpp.
+ *
  * The header goes through a 1 MiB buffer; tensor data is written straight from the caller's arrays.
  * The file is written under a temporary name next to `path` and renamed into place when complete.
  */

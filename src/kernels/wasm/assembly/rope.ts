@@ -338,54 +338,56 @@ function rotate8Slow(dtype: i32, pairing: i32, src: usize, dst: usize, tab: usiz
   }
 }
 
-/** Pairs [i, i+8) of n rows starting at src/dst, rows inB/outB bytes apart. */
-function headsF16(pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
-  if (pairing == NEOX) {
-    const at = <usize>i << 1, off2 = <usize>half << 1;
-    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepF16(NEOX, p, q, off2, tab, half, i, c0, c1, s0, s1);
-  } else {
-    const at = <usize>i << 2;
-    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepF16(GPTJ, p, q, 0, tab, half, i, c0, c1, s0, s1);
+/**
+ * Pairs [0, 8*floor(half/8)) of n rows starting at src/dst, rows inB/outB bytes apart.
+ * ctab: the row's cos/sin as the steps want them (f16: times 2^112), tab: as given.
+ */
+// @ts-ignore: decorator
+@inline function rows16(dtype: i32, pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, ctab: usize, tab: usize, half: i32): void {
+  const off2: usize = pairing == NEOX ? <usize>half << 1 : 0; // bytes from x1 to x2
+  for (; n > 0; n--, src += inB, dst += outB) {
+    for (let i = 0; i + 8 <= half; i += 8) {
+      const c0 = v128.load(ctab + (<usize>i << 2));
+      const c1 = v128.load(ctab + (<usize>i << 2), 16);
+      const s0 = v128.load(ctab + (<usize>(half + i) << 2));
+      const s1 = v128.load(ctab + (<usize>(half + i) << 2), 16);
+      const at = <usize>i << (pairing == NEOX ? 1 : 2);
+      if (dtype == DT_F16) stepF16(pairing, src + at, dst + at, off2, tab, half, i, c0, c1, s0, s1);
+      else stepBf16(pairing, src + at, dst + at, off2, tab, half, i, c0, c1, s0, s1);
+    }
   }
 }
 
-function headsBf16(pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, tab: usize, half: i32, i: i32, c0: v128, c1: v128, s0: v128, s1: v128): void {
-  if (pairing == NEOX) {
-    const at = <usize>i << 1, off2 = <usize>half << 1;
-    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepBf16(NEOX, p, q, off2, tab, half, i, c0, c1, s0, s1);
-  } else {
-    const at = <usize>i << 2;
-    for (let p = src + at, q = dst + at; n > 0; n--, p += inB, q += outB) stepBf16(GPTJ, p, q, 0, tab, half, i, c0, c1, s0, s1);
-  }
+function rows16Any(dtype: i32, pairing: i32, n: i32, src: usize, dst: usize, inB: usize, outB: usize, ctab: usize, tab: usize, half: i32): void {
+  if (dtype == DT_F16) {
+    if (pairing == NEOX) rows16(DT_F16, NEOX, n, src, dst, inB, outB, ctab, tab, half);
+    else rows16(DT_F16, GPTJ, n, src, dst, inB, outB, ctab, tab, half);
+  } else if (pairing == NEOX) rows16(DT_BF16, NEOX, n, src, dst, inB, outB, ctab, tab, half);
+  else rows16(DT_BF16, GPTJ, n, src, dst, inB, outB, ctab, tab, half);
 }
 
 /**
- * One token, 16-bit storage and f32 math: rotates pairs [0, 8*floor(half/8)) of every q and k
- * head and returns that count. Row pointers and head strides are in bytes.
+ * One token, 16-bit storage and f32 math: rotates pairs [0, 8*floor(half/8)) of every q and
+ * k head and returns that count. Row pointers and head strides are in bytes; scratch holds
+ * rotaryDim f32 for this thread.
  */
 function token16(
-  dtype: i32, pairing: i32, half: i32, tab: usize,
+  dtype: i32, pairing: i32, half: i32, tab: usize, scratch: usize,
   qHeads: i32, qi: usize, qo: usize, qInH: usize, qOutH: usize,
   kHeads: i32, ki: usize, ko: usize, kInH: usize, kOutH: usize,
 ): i32 {
-  // f16: scale the shared row by 2^112 (exact: a power of two, or an overflow to inf that turns
-  // the results into inf/NaN and sends those steps to the exact path) instead of every input.
-  const scale = dtype == DT_F16 ? k(K_2P112) : f32x4.splat(1); // bf16: x1 is exact
-  let i = 0;
-  for (; i + 8 <= half; i += 8) {
-    const c0 = f32x4.mul(v128.load(tab + (<usize>i << 2)), scale);
-    const c1 = f32x4.mul(v128.load(tab + (<usize>i << 2), 16), scale);
-    const s0 = f32x4.mul(v128.load(tab + (<usize>(half + i) << 2)), scale);
-    const s1 = f32x4.mul(v128.load(tab + (<usize>(half + i) << 2), 16), scale);
-    if (dtype == DT_F16) {
-      headsF16(pairing, qHeads, qi, qo, qInH, qOutH, tab, half, i, c0, c1, s0, s1);
-      headsF16(pairing, kHeads, ki, ko, kInH, kOutH, tab, half, i, c0, c1, s0, s1);
-    } else {
-      headsBf16(pairing, qHeads, qi, qo, qInH, qOutH, tab, half, i, c0, c1, s0, s1);
-      headsBf16(pairing, kHeads, ki, ko, kInH, kOutH, tab, half, i, c0, c1, s0, s1);
-    }
+  let ctab = tab;
+  if (dtype == DT_F16) {
+    // Scale the row, shared by all heads, by 2^112 once instead of every input (see stepF16).
+    // Exact: a power of two, or an overflow to inf that makes the results inf/NaN and sends
+    // those steps to the exact path, which uses the row as given.
+    const k2p112 = k(K_2P112);
+    for (let j = 0; j + 4 <= half << 1; j += 4) v128.store(scratch + (<usize>j << 2), f32x4.mul(v128.load(tab + (<usize>j << 2)), k2p112));
+    ctab = scratch;
   }
-  return i;
+  rows16Any(dtype, pairing, qHeads, qi, qo, qInH, qOutH, ctab, tab, half);
+  rows16Any(dtype, pairing, kHeads, ki, ko, kInH, kOutH, ctab, tab, half);
+  return half & ~7;
 }
 
 // ---------------------------------------------------------------------------
@@ -576,15 +578,6 @@ function rowsAny(kind: i32, n: i32, src: usize, dst: usize, inB: usize, outB: us
   for (let h = 0; h < n; h++, src += inB, dst += outB) rotateRowAny(kind, src, dst, tab, half, headDim, start);
 }
 
-/** Copies n rows of `bytes` bytes (even) from src to dst, rows inB/outB bytes apart. */
-function copyRows(n: i32, src: usize, dst: usize, inB: usize, outB: usize, bytes: usize): void {
-  for (; n > 0; n--, src += inB, dst += outB) {
-    let off: usize = 0;
-    for (; off + 16 <= bytes; off += 16) v128.store(dst + off, v128.load(src + off));
-    for (; off < bytes; off += 2) store<u16>(dst + off, load<u16>(src + off));
-  }
-}
-
 /**
  * Fused RoPE over q and k, tokens [t0, t1) of the batch*seqLen tokens (t = b*seqLen + s;
  * any split of [0, batch*seqLen) gives the same bits). The table row of token t, at
@@ -597,6 +590,9 @@ function copyRows(n: i32, src: usize, dst: usize, inB: usize, outB: usize, bytes
  *
  * each operation rounded in `math` precision, the result rounded once to the
  * storage dtype; dims [rotaryDim, headDim) are copied bit-exact.
+ *
+ * scratch: rotaryDim f32 per thread slot (slot < thread count, as the worker pool passes it),
+ * used by 16-bit storage with f32 math.
  *
  * Pointers are byte addresses; strides (batch, seq, head) are in elements and
  * may be anything whose addresses land in memory (i32 arithmetic wraps mod 2^32).
@@ -611,8 +607,8 @@ export function rope(
   kHeads: i32,
   kIn: usize, kInB: i32, kInS: i32, kInH: i32,
   kOut: usize, kOutB: i32, kOutS: i32, kOutH: i32,
-  table: usize,
-  t0: i32, t1: i32,
+  table: usize, scratch: usize,
+  t0: i32, t1: i32, slot: i32,
 ): void {
   const kind = dtype * 4 + math * 2 + pairing;
   const half = rotaryDim >> 1;
@@ -622,6 +618,7 @@ export function rope(
   const qInHB = <usize>qInH << es, qOutHB = <usize>qOutH << es;
   const kInHB = <usize>kInH << es, kOutHB = <usize>kOutH << es;
   const fast = math == MATH_F32 && dtype != DT_F32;
+  const myScratch = scratch + (<usize>slot * <usize>rotaryDim << 2);
   for (let t = t0; t < t1; t++) {
     const b = t / seqLen;
     const s = t - b * seqLen;
@@ -631,19 +628,9 @@ export function rope(
     const qo = qOut + (<usize>(b * qOutB + s * qOutS) << es);
     const ki = kIn + (<usize>(b * kInB + s * kInS) << es);
     const ko = kOut + (<usize>(b * kOutB + s * kOutS) << es);
-    if (!fast) {
-      rowsAny(kind, qHeads, qi, qo, qInHB, qOutHB, tab, half, headDim, 0);
-      rowsAny(kind, kHeads, ki, ko, kInHB, kOutHB, tab, half, headDim, 0);
-      continue;
-    }
-    // 16-bit storage with f32 math: 8-pair steps over all heads first, then the rest of each
-    // row. Those steps hop between rows, which is fine for lines already in cache but not for
-    // the first write of an output line: out of place, copy the token's rows over first
-    // (sequentially) and rotate the copy in place.
-    if (qi != qo) copyRows(qHeads, qi, qo, qInHB, qOutHB, <usize>headDim << 1);
-    if (ki != ko) copyRows(kHeads, ki, ko, kInHB, kOutHB, <usize>headDim << 1);
-    const start = token16(dtype, pairing, half, tab, qHeads, qo, qo, qOutHB, qOutHB, kHeads, ko, ko, kOutHB, kOutHB);
-    rowsAny(kind, qHeads, qo, qo, qOutHB, qOutHB, tab, half, headDim, start);
-    rowsAny(kind, kHeads, ko, ko, kOutHB, kOutHB, tab, half, headDim, start);
+    // 16-bit storage with f32 math: 8-pair steps over all rows first, then the rest of each row.
+    const start = fast ? token16(dtype, pairing, half, tab, myScratch, qHeads, qi, qo, qInHB, qOutHB, kHeads, ki, ko, kInHB, kOutHB) : 0;
+    rowsAny(kind, qHeads, qi, qo, qInHB, qOutHB, tab, half, headDim, start);
+    rowsAny(kind, kHeads, ki, ko, kInHB, kOutHB, tab, half, headDim, start);
   }
 }
