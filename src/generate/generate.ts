@@ -66,7 +66,8 @@ export async function* generateTokens(
   if (!Number.isInteger(k) || k < 0) fail('usage', `logprobs must be an integer >= 0, got ${k}`);
   const sampler = new Sampler(opts);
   const endIds = new Set([...tokenizer.eosIds, ...(opts.stopTokenIds ?? [])]);
-  const detok = new StreamingDetokenizer((ids) => tokenizer.decode(ids, { skipSpecial: true }));
+  // The prompt is context, so the first token keeps a leading space its piece carries.
+  const detok = new StreamingDetokenizer((ids) => tokenizer.decode(ids, { skipSpecial: true }), promptIds);
   const stops = new StopMatcher(opts.stop ?? []);
   const history = [...promptIds];
   const generated: number[] = [];

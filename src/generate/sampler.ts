@@ -19,7 +19,8 @@
  *
  * Defaults are llama.cpp's CLI defaults (`common_params_sampling`): temperature 0.8, topK 40, topP 0.95,
  * minP 0.05, repeatPenalty 1 (off), repeatLastN 64, frequency and presence penalties 0. Without a seed, one is drawn
- * from the system CSPRNG and exposed as `Sampler.seed`.
+ * from the system CSPRNG and exposed as `Sampler.seed`. Each non-greedy `sample` takes exactly one 53-bit uniform
+ * from the seeded PRNG (xoshiro128**, rng.ts); greedy takes none.
  *
  * Logits: NaN or +Infinity throws HalfpipeError('dtype', 'non-finite logits: ...'); -Infinity is a masked token,
  * never sampled. The input logits are never modified.
@@ -97,14 +98,10 @@ export function resolveSamplingOptions(opts: SamplingOptions = {}): ResolvedSamp
 
 const F32_MAX = 3.4028234663852886e38;
 
-/**
- * Scans the logits once: throws on NaN / +Infinity (or an empty array) and returns the max and how many are
- * finite. -Infinity (a masked token) is allowed.
- */
-function scanLogits(logits: Float32Array): { max: number; finite: number } {
+/** Scans the logits once: throws on NaN / +Infinity (or an empty array), returns the max. -Infinity (masked) is fine. */
+function scanLogits(logits: Float32Array): number {
   if (logits.length === 0) fail('usage', 'the logits are empty');
   let max = -Infinity;
-  let finite = 0;
   for (let i = 0; i < logits.length; i++) {
     const x = logits[i]!;
     if (x > max) {
@@ -113,9 +110,8 @@ function scanLogits(logits: Float32Array): { max: number; finite: number } {
     } else if (x !== x) {
       throw new HalfpipeError('dtype', `non-finite logits: NaN at token ${i}`);
     }
-    if (x !== -Infinity) finite++;
   }
-  return { max, finite };
+  return max;
 }
 
 /** How often each token occurs in the penalty window (the last `lastN` of history; -1 = all). */
@@ -141,7 +137,7 @@ function penalize(out: Float32Array, history: readonly number[], o: ResolvedSamp
   for (const [id, count] of windowCounts(history, o.repeatLastN, out.length)) {
     let v = out[id]!;
     if (o.repeatPenalty !== 1) v = v > 0 ? v / o.repeatPenalty : v * o.repeatPenalty;
-    v -= count * o.frequencyPenalty + (count > 0 ? o.presencePenalty : 0);
+    v -= count * o.frequencyPenalty + o.presencePenalty; // count > 0 here
     // A huge repeatPenalty < 1 could push a logit past float32; keep it finite so the softmax stays defined.
     out[id] = v > F32_MAX ? F32_MAX : v;
   }
@@ -377,7 +373,7 @@ export class Sampler {
 
 /** log Σ exp(logits) in float64, max-subtracted; throws on NaN/+Infinity or when every token is masked. */
 function logSumExp(logits: Float32Array): number {
-  const { max } = scanLogits(logits);
+  const max = scanLogits(logits);
   if (max === -Infinity) fail('usage', 'cannot normalize: every logit is -Infinity (all tokens masked)');
   let s = 0;
   for (let i = 0; i < logits.length; i++) s += Math.exp(logits[i]! - max);

@@ -91,6 +91,15 @@ test('a character split across tokens is held back, then emitted whole; flush gi
   assert.equal(detok.push(1), '');
   assert.equal(detok.flush(), '\uFFFD');
   assert.equal(detok.flush(), '');
+  // after flush it starts over, as a new detokenizer would
+  assert.deepEqual(
+    [0, 1, 2, 3].map((id) => detok.push(id)),
+    ['a', '', '', '€'],
+  );
+  const sp1 = new StreamingDetokenizer(spDecode);
+  sp1.push(sp('▁Hello'));
+  assert.equal(sp1.flush(), '');
+  assert.equal(sp1.push(sp('▁world')), 'world');
 });
 
 // A fake SentencePiece (Llama) tokenizer: "▁" is a space, <0xHH> are byte-fallback tokens, special tokens are

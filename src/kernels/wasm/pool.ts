@@ -1,8 +1,9 @@
 /**
  * A small fork/join pool of worker threads for the wasm kernels. Every thread instantiates
  * the same kernels over the ONE shared WebAssembly.Memory of the heap, so a job is only a
- * kernel export and its numeric arguments: `fn(...args, r0, r1)` run over row ranges
- * [r0, r1) that together cover [0, rows) exactly once.
+ * kernel export and its numeric arguments: `fn(...args, r0, r1, slot)` run over row ranges
+ * [r0, r1) that together cover [0, rows) exactly once; slot (0 on the calling thread,
+ * < threadCount()) tells a kernel which per-thread scratch it may use.
  *
  * Sync goes through a control block of Int32 words in the shared memory, not messages:
  * the caller publishes a job and bumps a sequence number; workers spin on it for a bounded
@@ -21,7 +22,7 @@ import { loadKernel, wasmHeap } from './heap.js';
 export interface RowJob {
   /** Kernel name: build/<kernel>.wasm. */
   kernel: string;
-  /** Export called as fn(...args, r0, r1) for each row range. */
+  /** Export called as fn(...args, r0, r1, slot) for each row range (a kernel may ignore slot). */
   fn: string;
   /** Leading arguments (i32 or f64 values), the same for every range. */
   args: readonly number[];
@@ -81,7 +82,7 @@ interface WorkerSlot {
 }
 
 /** Chunks per thread: enough for the claiming to even out threads that run at different speeds. */
-const CHUNKS_PER_THREAD = 8;
+const CHUNKS_PER_THREAD = 16;
 
 let threads = availableParallelism();
 let minChunkWork = 1 << 15;
@@ -193,9 +194,10 @@ function publish(c: Int32Array, id: number, rows: number, chunks: number, args: 
 }
 
 /**
- * Runs fn(...args, r0, r1) over ranges covering [0, rows) exactly once, on this thread and
- * the workers, and returns when all are done. If any range throws, the first error is
- * rethrown after every range has finished (the rows of the other ranges are done).
+ * Runs fn(...args, r0, r1, slot) over ranges covering [0, rows) exactly once, on this thread
+ * (slot 0) and the workers (slots 1 .. threadCount() - 1), and returns when all are done.
+ * If a range throws, the error (the calling thread's first, else the workers' messages) is
+ * thrown after every range has finished.
  */
 export function runRows(job: RowJob): void {
   const { kernel, fn: name, args, rows, rowWork } = job;
@@ -212,7 +214,7 @@ export function runRows(job: RowJob): void {
   const chunks = Math.min(maxChunks, Math.floor((rows * rowWork) / minChunkWork));
   if (threads === 1 || chunks < 2 || busy) {
     // Small (or nested) job: no sync at all.
-    run(...args, 0, rows);
+    run(...args, 0, rows, 0);
     return;
   }
 
@@ -225,15 +227,17 @@ export function runRows(job: RowJob): void {
     for (let chunk = claimChunk(c, mySeq); chunk >= 0; chunk = claimChunk(c, mySeq)) {
       const [r0, r1] = chunkRows(chunk, rows, chunks);
       try {
-        run(...args, r0, r1);
+        run(...args, r0, r1, 0);
       } catch (err) {
         error ??= err;
       }
       Atomics.add(c, DONE, 1);
     }
     waitDone(c, chunks);
+    // Drain the workers' messages either way, so that none is left for a later job.
+    const messages = Atomics.load(c, ERROR) !== 0 ? workerErrors() : [];
     if (error !== undefined) throw error;
-    if (Atomics.load(c, ERROR) !== 0) throw new Error(`runRows: ${kernel}.${name} failed in a worker: ${workerErrors().join('; ')}`);
+    if (messages.length > 0) throw new Error(`runRows: ${kernel}.${name} failed in a worker: ${messages.join('; ')}`);
   } finally {
     busy = false;
   }
@@ -248,6 +252,7 @@ function waitDone(c: Int32Array, chunks: number): void {
   }
 }
 
+/** The error messages that workers posted during the last job. */
 function workerErrors(): string[] {
   const messages: string[] = [];
   for (const s of slots) {

@@ -398,6 +398,9 @@ describe('ropeWasm matches the scalar reference bit for bit', () => {
     [128, 2], // half 1: scalar only
     [256, 256],
     [256, 6],
+    [18, 18], // half 9: one 8-pair step + 1 scalar pair
+    [40, 34], // half 17: two 8-pair steps + 1 scalar pair, pass-through dims
+    [64, 42], // half 21: two 8-pair steps + one 4-pair step + 1 scalar pair
   ];
   const layouts: Layout[] = ['bshd', 'bhsd', 'qkv', 'padded'];
   let seed = 1;

@@ -3,7 +3,7 @@
  * built to build/rope.wasm). Operands are byte pointers into the wasm heap.
  */
 import { wasmHeap } from './heap.js';
-import { runRows } from './pool.js';
+import { runRows, threadCount } from './pool.js';
 
 export type StorageDType = 'f32' | 'f16' | 'bf16';
 
@@ -36,6 +36,18 @@ const DTYPE_BYTES: Record<StorageDType, number> = { f32: 4, f16: 2, bf16: 2 };
 const MATH_CODE = { f32: 0, f64: 1 } as const;
 const PAIRING_CODE = { neox: 0, gptj: 1 } as const;
 const I32_MAX = 2 ** 31 - 1;
+
+/** Per-thread scratch of the kernel (rotaryDim f32 per thread), kept between calls. */
+let scratch = { ptr: 0, bytes: 0 };
+
+function scratchFor(bytes: number): number {
+  if (bytes > scratch.bytes) {
+    const heap = wasmHeap();
+    if (scratch.bytes > 0) heap.free(scratch.ptr);
+    scratch = { ptr: heap.alloc(bytes), bytes };
+  }
+  return scratch.ptr;
+}
 
 function checkCount(name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min || v > I32_MAX) throw new RangeError(`ropeWasm: ${name} must be an integer >= ${min}, got ${v}`);
@@ -116,7 +128,7 @@ export function ropeWasm(call: RopeWasmCall): void {
       k.heads,
       k.input.ptr, k.input.strides[0], k.input.strides[1], k.input.strides[2],
       k.output.ptr, k.output.strides[0], k.output.strides[1], k.output.strides[2],
-      call.table,
+      call.table, scratchFor(threadCount() * call.rotaryDim * 4),
     ],
     rows: tokens,
     rowWork: (q.heads + k.heads) * call.headDim,

@@ -1,6 +1,7 @@
 /**
  * Entry of a pool worker (see pool.ts): instantiates kernels over the shared memory it is
- * given and runs chunks of the published jobs until the pool terminates it.
+ * given and runs chunks of the published jobs for the life of the process (the pool
+ * unref()s it, so it never keeps the process alive). Slot = index + 1; the caller is slot 0.
  */
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { loadKernel } from './heap.js';
@@ -56,7 +57,7 @@ function work(seq: number): void {
         fn = kernelFn(Atomics.load(ctl, FN));
       }
       const [r0, r1] = chunkRows(chunk, rows, chunks);
-      fn(...args, r0, r1);
+      fn(...args, r0, r1, data.index + 1);
     } catch (err) {
       // Message first: the caller reads it once every chunk is done.
       data.port.postMessage(err instanceof Error ? (err.stack ?? err.message) : String(err));
