@@ -39,6 +39,7 @@ function modelOptions(cmd: Command): Command {
     .option('--model <pathOrId>', 'HF checkpoint directory, .gguf file, or org/name[@revision] on the HF Hub (default: the built-in tiny model)')
     .addOption(new Option('--dtype <dtype>', 'storage dtype for an HF checkpoint\'s weights').choices(['f32', 'f16', 'bf16']))
     .addOption(new Option('--kv-cache <dtype>', 'KV cache dtype').choices(['f32', 'f16']))
+    .option('--policy <policy>', "precision policy: f32, naive-f16, safe-f16 or bf16, then optional ,pattern=dtype overrides and ,clamp (default: safe-f16 for f16 weights, else f32)")
     .option('--offline', 'never use the network (HF cache only)');
 }
 

@@ -10,6 +10,7 @@ import type { GenerateOptions, GenerateResult, GeneratedToken } from '../generat
 import { resolveSamplingOptions } from '../generate/sampler.js';
 import { loadModel, type Prompt, type TextModel } from '../models/load.js';
 import { TINY_QUANTS, type TinyQuant, writeTinyModel } from '../models/tiny.js';
+import { parsePolicy } from '../precision/policy.js';
 import type { ChatMessage } from '../text/chat.js';
 
 const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (random weights, so its text is gibberish; try --model org/name or a .gguf file)\n';
@@ -23,6 +24,7 @@ function defaultModelPath(): string {
 
 export interface ModelFlags {
   model?: string;
+  policy?: string;
   dtype?: string;
   kvCache?: string;
   offline?: boolean;
@@ -30,6 +32,8 @@ export interface ModelFlags {
 
 export async function openModel(flags: ModelFlags): Promise<{ model: TextModel; loadSeconds: number }> {
   const t0 = performance.now();
+  // Bad flags fail before anything loads.
+  const policy = flags.policy ? parsePolicy(flags.policy) : undefined;
   let path = flags.model;
   if (!path) {
     process.stderr.write(DEFAULT_MODEL_NOTE);
@@ -38,6 +42,7 @@ export async function openModel(flags: ModelFlags): Promise<{ model: TextModel; 
   const kvCache = flags.kvCache === undefined ? undefined : (parseDType(flags.kvCache) as DType);
   if (kvCache === 'bf16') fail('usage', '--kv-cache must be f32 or f16');
   const model = await loadModel(path, {
+    ...(policy ? { policy } : {}),
     ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
     ...(kvCache ? { kvCache: kvCache as 'f32' | 'f16' } : {}),
     ...(flags.offline ? { hub: { offline: true } } : {}),
@@ -173,6 +178,7 @@ export async function infoCommand(flags: ModelFlags & { json?: boolean }): Promi
     `rope           ${rope.type}, theta ${rope.theta}, rotary dims ${rope.rotary_dim}, ${rope.pairing} pairing`,
     `tokenizer      ${info.tokenizer.vocabSize} tokens, bos ${info.tokenizer.bosId ?? '-'}, eos ${info.tokenizer.eosIds.join(', ') || '-'}`,
     `chat template  ${info.chatTemplate ? 'yes' : 'no'}`,
+    `policy         ${info.policy}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

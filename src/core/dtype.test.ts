@@ -153,3 +153,28 @@ test('parseDType names the unknown dtype', () => {
   assert.equal(parseDType('bf16'), 'bf16');
   assert.throws(() => parseDType('f8'), (e: unknown) => e instanceof HalfpipeError && /'f8'.*f32, f16, bf16/.test(e.message));
 });
+
+test('roundF32ArrayInPlace equals rounding each value once, and counts overflow and clamping', async () => {
+  const { roundF32ArrayInPlace } = await import('./dtype.js');
+  const next = xorshift(99);
+  const values = new Float32Array(300_000);
+  for (let i = 0; i < values.length; i++) values[i] = f32FromBits(next());
+  values.set([65519.99, 65520, -70000, 1e-7, 3 * 2 ** -26, 2 ** -25, Infinity, NaN, -0], 0);
+  for (const dtype of ['f16', 'bf16'] as const) {
+    const data = Float32Array.from(values);
+    const { overflowed } = roundF32ArrayInPlace(data, data.length, dtype);
+    let expectOverflow = 0;
+    for (let i = 0; i < values.length; i++) {
+      const want = roundTo(dtype, values[i]!);
+      if (Number.isFinite(values[i]!) && !Number.isFinite(want)) expectOverflow++;
+      if (Number.isNaN(want)) assert.ok(Number.isNaN(data[i]!));
+      else if (!Object.is(data[i], want)) assert.fail(`${dtype}(${values[i]}) = ${data[i]}, want ${want}`);
+    }
+    assert.equal(overflowed, expectOverflow);
+    const clamped = Float32Array.from(values);
+    const counts = roundF32ArrayInPlace(clamped, clamped.length, dtype, true);
+    assert.equal(counts.clamped, expectOverflow);
+    assert.equal(counts.overflowed, 0);
+    assert.equal(clamped[2], dtype === 'f16' ? -FORMATS.f16.max : roundTo('bf16', -70000));
+  }
+});

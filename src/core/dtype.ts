@@ -195,3 +195,70 @@ export function decode(dtype: DType, data: Storage): Float64Array {
   for (let i = 0; i < data.length; i++) out[i] = load(dtype, data, i);
   return out;
 }
+
+// ---- rounding f32 activations to a storage dtype ---------------------------------------------
+
+export interface RoundingCounts {
+  /** finite values that became +-inf */
+  overflowed: number;
+  /** values clamped to +-max instead (when clamping) */
+  clamped: number;
+}
+
+/**
+ * Rounds data[0, n) in place to the nearest `dtype` value (ties to even), as storing the values in
+ * that dtype and reading them back would. Finite values past the rounding threshold become +-inf,
+ * or +-max when `clamp` is set; both are counted. Works on the f32 bits: one pass, no allocation.
+ */
+export function roundF32ArrayInPlace(data: Float32Array, n: number, dtype: DType, clamp = false): RoundingCounts {
+  const counts = { overflowed: 0, clamped: 0 };
+  if (dtype === 'f32') return counts;
+  const bits = new Uint32Array(data.buffer, data.byteOffset, n);
+  if (dtype === 'bf16') {
+    const maxBits = 0x7f7f0000;
+    for (let i = 0; i < n; i++) {
+      const u = bits[i]!;
+      const a = u & 0x7fffffff;
+      if (a >= 0x7f800000) {
+        if (a > 0x7f800000) bits[i] = u | 0x00400000; // NaN stays NaN (quiet)
+        continue;
+      }
+      // Round at bit 16, ties to even; a carry walks into the exponent (and up to inf).
+      let r = ((a + 0x7fff + ((a >>> 16) & 1)) & 0xffff0000) >>> 0;
+      if (r >= 0x7f800000) {
+        if (clamp) {
+          r = maxBits;
+          counts.clamped++;
+        } else counts.overflowed++;
+      }
+      bits[i] = ((u & 0x80000000) | r) >>> 0;
+    }
+    return counts;
+  }
+  // f16: 65520 (0x477ff000) is the first value that rounds to inf; 65504 is 0x477fe000.
+  for (let i = 0; i < n; i++) {
+    const u = bits[i]!;
+    const a = u & 0x7fffffff;
+    const sign = u & 0x80000000;
+    if (a >= 0x7f800000) continue; // inf and NaN stay
+    if (a >= 0x477ff000) {
+      if (clamp) {
+        bits[i] = (sign | 0x477fe000) >>> 0;
+        counts.clamped++;
+      } else {
+        bits[i] = (sign | 0x7f800000) >>> 0;
+        counts.overflowed++;
+      }
+    } else if (a < 0x38800000) {
+      // Below 2^-14 the f16 spacing is 2^-24: round the value to a multiple of it.
+      const q = Math.abs(data[i]!) * 16777216;
+      let r = Math.round(q);
+      if (r - q === 0.5 && r % 2 === 1) r -= 1;
+      data[i] = (sign ? -r : r) / 16777216;
+    } else {
+      // Normal f16: keep 10 mantissa bits, round at bit 13, ties to even.
+      bits[i] = (sign | ((a + 0x0fff + ((a >>> 13) & 1)) & 0xffffe000)) >>> 0;
+    }
+  }
+  return counts;
+}

@@ -18,9 +18,15 @@ import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
 import { llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
 import { LlamaModel, type LlamaModelOptions } from './llama/model.js';
 import type { LlamaLayerWeights, LlamaWeights, Matrix } from './llama/weights.js';
+import { defaultPolicy, parsePolicy, type PrecisionPolicy } from '../precision/policy.js';
 
 export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefillChunk' | 'probe'> {
-  /** storage dtype of an HF checkpoint's matrices (default: as stored); GGUF tensors keep their types */
+  /**
+   * the precision policy (a preset name such as 'safe-f16', optionally with overrides, or a policy);
+   * default: safe-f16 for f16 weights, f32 otherwise
+   */
+  policy?: string | PrecisionPolicy;
+  /** storage dtype of the float weight matrices (default: the policy's, else as stored); quantized GGUF tensors keep their types */
   dtype?: DType;
   /** options for Hub ids */
   hub?: HubOptions;
@@ -37,6 +43,8 @@ export interface ModelInfo {
   config: LlamaConfig;
   tokenizer: { vocabSize: number; bosId: number | undefined; eosIds: readonly number[] };
   chatTemplate: boolean;
+  /** the precision policy's name */
+  policy: string;
 }
 
 export type Prompt = string | readonly number[] | { messages: ChatMessage[] };
@@ -101,11 +109,18 @@ function countParameters(w: LlamaWeights): { parameters: number; weightTypes: Re
   return { parameters, weightTypes };
 }
 
+/** The weight dtype asked for: --dtype, else the policy's. */
+function weightDtype(opts: LoadOptions): DType | undefined {
+  return opts.dtype ?? (opts.policy === undefined ? undefined : parsePolicy(opts.policy).weights);
+}
+
 function loadHf(dir: string, opts: LoadOptions): TextModel {
   const ckpt = openHfCheckpoint(dir);
   const config = llamaConfigFromHf(ckpt.config);
   const get = (name: string) => ckpt.tensors.get(name) ?? fail('config', `checkpoint ${dir} is missing tensor ${name}`);
-  const matrix = (name: string): Matrix => loadTensor(get(name), opts.dtype ? { dtype: opts.dtype } : {});
+  const dtype = weightDtype(opts);
+  // Converted while reading, chunk by chunk: never two full copies.
+  const matrix = (name: string): Matrix => loadTensor(get(name), dtype ? { dtype } : {});
   const vector = (name: string) => Float32Array.from(loadTensor(get(name)).toFloat64Array());
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
@@ -135,11 +150,24 @@ function loadHf(dir: string, opts: LoadOptions): TextModel {
 function loadGguf(path: string, opts: LoadOptions): TextModel {
   const file = readGguf(path);
   const config = llamaConfigFromGguf(file);
-  const weights = llamaWeightsFromGguf(file, config);
+  const weights = convertFloatWeights(llamaWeightsFromGguf(file, config), weightDtype(opts));
   const kv = Object.fromEntries(file.metadata);
   const tokenizer = ggufTokenizer(ggufTokenizerMetaFromKv(kv));
   const template = chatTemplateFrom(undefined, typeof kv['tokenizer.chat_template'] === 'string' ? kv['tokenizer.chat_template'] : undefined);
   return assemble('gguf', path, config, weights, tokenizer, template, opts);
+}
+
+/** Float matrices converted to `dtype` (quantized ones stay); each replaces the loaded one. */
+function convertFloatWeights(w: LlamaWeights, dtype: DType | undefined): LlamaWeights {
+  if (!dtype) return w;
+  const to = (m: Matrix): Matrix => (m instanceof Tensor ? m.to(dtype) : m);
+  const tokenEmbedding = to(w.tokenEmbedding);
+  return {
+    tokenEmbedding,
+    layers: w.layers.map((l) => ({ ...l, wq: to(l.wq), wk: to(l.wk), wv: to(l.wv), wo: to(l.wo), wGate: to(l.wGate), wUp: to(l.wUp), wDown: to(l.wDown) })),
+    finalNorm: w.finalNorm,
+    output: w.output === w.tokenEmbedding ? tokenEmbedding : to(w.output),
+  };
 }
 
 function assemble(
@@ -152,7 +180,12 @@ function assemble(
   opts: LoadOptions,
 ): TextModel {
   if (tokenizer.vocabSize > config.vocabSize) fail('config', `the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${config.vocabSize}`);
+  const counted = countParameters(weights);
+  // f16 weights default to safe-f16: half-precision activations where they are safe.
+  const dominant = Object.entries(counted.weightTypes).sort((a, b) => b[1] - a[1])[0]?.[0];
+  const policy = opts.policy === undefined ? defaultPolicy(dominant) : parsePolicy(opts.policy);
   const modelOpts: LlamaModelOptions = {
+    policy,
     ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
     ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}),
     ...(opts.probe ? { probe: opts.probe } : {}),
@@ -162,7 +195,8 @@ function assemble(
     source,
     path,
     architecture: config.arch === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM',
-    ...countParameters(weights),
+    ...counted,
+    policy: policy.name,
     contextLength: config.contextLength,
     config,
     tokenizer: { vocabSize: tokenizer.vocabSize, bosId: tokenizer.bosId, eosIds: tokenizer.eosIds },

@@ -19,6 +19,7 @@ import { Rng } from '../generate/rng.js';
 import { LLAMA2_CHAT_TEMPLATE, LLAMA3_CHAT_TEMPLATE } from '../text/chat.js';
 import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab, type TinyVocab, type TinyVocabKind } from '../text/tiny-vocab.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
+import { applyStress, stressGgufMetadata, stressHfDefaults, type StressInfo, type StressKind } from './stress.js';
 
 export const TINY_QUANTS = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type TinyQuant = (typeof TINY_QUANTS)[number];
@@ -38,6 +39,8 @@ export interface TinyOptions {
   vocab?: TinyVocabKind;
   /** HF config.json overrides, e.g. { hidden_size: 128, rope_scaling: { rope_type: 'linear', factor: 2 } } */
   set?: Record<string, unknown>;
+  /** edit the random weights to reproduce a half-precision failure (see stress.ts); `set` still wins */
+  stress?: StressKind;
 }
 
 export interface TinyModel {
@@ -45,6 +48,8 @@ export interface TinyModel {
   /** the HF config.json written (or, for GGUF, the one the metadata was made from) */
   hfConfig: Record<string, unknown>;
   config: LlamaConfig;
+  /** what the stress edit did (also in config.json `halfpipe_stress` / GGUF `halfpipe.stress.*`) */
+  stress?: StressInfo;
 }
 
 /** The HF config of a tiny model; K-quants need row lengths that are multiples of 256. */
@@ -201,10 +206,12 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
   if (opts.quant && !(TINY_QUANTS as readonly string[]).includes(opts.quant)) fail('usage', `unknown quant type '${opts.quant}' (supported: ${TINY_QUANTS.join(', ')})`);
   const vocab = tinyVocab(opts.vocab ?? 'llama');
   const template = vocab.kind === 'llama' ? LLAMA2_CHAT_TEMPLATE : LLAMA3_CHAT_TEMPLATE;
-  const hf = tinyHfConfig(vocab, opts.quant, opts.set ?? {});
+  const hf = tinyHfConfig(vocab, opts.quant, { ...(opts.stress ? stressHfDefaults(opts.stress) : {}), ...(opts.set ?? {}) });
   const config = llamaConfigFromHf(hf);
   if (config.vocabSize !== vocab.tokens.length) fail('usage', `vocab_size must be ${vocab.tokens.length} (the tiny tokenizer's size), got ${config.vocabSize}`);
   const weights = randomWeights(config, seed);
+  const stress = opts.stress ? applyStress(opts.stress, weights, config, vocab) : undefined;
+  if (stress) hf['halfpipe_stress'] = stress;
 
   if (opts.format === 'hf') {
     mkdirSync(opts.out, { recursive: true });
@@ -215,7 +222,7 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
     json('tokenizer_config.json', tinyTokenizerConfig(vocab, template));
     const tensors = [...weights].map(([name, w]) => ({ name, tensor: Tensor.fromValues(w.values, w.shape, dtype) }));
     writeSafetensors(join(opts.out, 'model.safetensors'), tensors, { format: 'pt' });
-    return { path: opts.out, hfConfig: hf, config };
+    return { path: opts.out, hfConfig: hf, config, ...(stress ? { stress } : {}) };
   }
 
   if (config.rope.rotaryDim !== config.headDim) fail('usage', 'GGUF tiny models need full rotary dims (llama.cpp permutes whole heads)');
@@ -237,6 +244,7 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
     const type = ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[dtype];
     return { name: ggufName(name), type, dims, data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
   });
-  writeGguf(opts.out, { metadata: ggufMetadata(config, hf, vocab, template), tensors });
-  return { path: opts.out, hfConfig: hf, config };
+  const metadata = [...ggufMetadata(config, hf, vocab, template), ...(stress ? stressGgufMetadata(stress) : [])];
+  writeGguf(opts.out, { metadata, tensors });
+  return { path: opts.out, hfConfig: hf, config, ...(stress ? { stress } : {}) };
 }

@@ -20,7 +20,9 @@
  * call, as HF does per call: decoding past their switch point then differs from one long pass,
  * as it does in HF.)
  */
+import { type DType, roundF32ArrayInPlace } from '../../core/dtype.js';
 import { fail } from '../../core/errors.js';
+import { type ActivationRole, activationDtype, parsePolicy, type PrecisionPolicy } from '../../precision/policy.js';
 import { Tensor } from '../../core/tensor.js';
 import { KvCache, type KvCacheDType } from '../../generate/kv-cache.js';
 import { wasmAllocator } from '../../kernels/wasm/allocator.js';
@@ -66,10 +68,47 @@ export type LlamaProbeName = (typeof LLAMA_PROBE_NAMES)[number];
  * model's scratch, row-major in `shape` (first dimension: the chunk's tokens) and is overwritten
  * by the next op: copy what you keep.
  */
-export type LlamaProbe = (name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[]) => void;
+export type LlamaProbe = (name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], ctx: ProbeContext) => void;
+
+/** What a probe learns besides the values. */
+export interface ProbeContext {
+  /** the dtype this activation is stored in under the precision policy (`data` is already rounded to it) */
+  dtype: DType;
+  /** the sequence position of row 0 of `data` */
+  firstToken: number;
+  /** values that were finite before rounding to `dtype` and became +-inf by it: a precision overflow */
+  overflowed: number;
+  /** values the policy's clamp-on-overflow clamped to +-max */
+  clamped: number;
+}
+
+/** The part of the forward each probe belongs to, for the precision policy. */
+const PROBE_ROLES: Record<LlamaProbeName, ActivationRole> = {
+  embeddings: 'residual',
+  attn_norm: 'norm',
+  q: 'activation',
+  k: 'activation',
+  v: 'activation',
+  q_rope: 'activation',
+  k_rope: 'activation',
+  scores: 'activation',
+  attn_out: 'activation',
+  o_proj: 'activation',
+  residual_1: 'residual',
+  mlp_norm: 'norm',
+  gate: 'activation',
+  up: 'activation',
+  act: 'activation',
+  down: 'activation',
+  residual_2: 'residual',
+  final_norm: 'norm',
+  logits: 'activation',
+};
 
 export interface LlamaModelOptions {
-  /** KV cache storage; default 'f32' */
+  /** which dtype each activation is stored in (a preset name or a policy); default 'f32' */
+  policy?: string | PrecisionPolicy;
+  /** KV cache storage; default: the policy's */
   kvCache?: KvCacheDType;
   /** tokens per prefill pass; default 64 */
   prefillChunk?: number;
@@ -89,12 +128,17 @@ export class LlamaModel {
   readonly prefillChunk: number;
   readonly probe: LlamaProbe | undefined;
   readonly rope: Rope;
+  readonly policy: PrecisionPolicy;
+  /** dtypes[layer + 1][probe index]: the storage dtype of each op's output (layer -1 first) */
+  readonly dtypes: DType[][];
 
   constructor(config: LlamaConfig, weights: LlamaWeights, opts: LlamaModelOptions = {}) {
     this.config = checkLlamaConfig(config);
     checkLlamaWeights(config, weights);
     this.weights = weights;
-    this.kvCache = opts.kvCache ?? 'f32';
+    this.policy = parsePolicy(opts.policy ?? 'f32');
+    this.dtypes = Array.from({ length: config.nLayers + 1 }, (_, i) => LLAMA_PROBE_NAMES.map((name) => activationDtype(this.policy, name, i - 1, PROBE_ROLES[name])));
+    this.kvCache = opts.kvCache ?? this.policy.kvCache;
     if (this.kvCache !== 'f32' && this.kvCache !== 'f16') fail('usage', `kvCache must be 'f32' or 'f16', got '${String(this.kvCache)}'`);
     this.prefillChunk = opts.prefillChunk ?? 64;
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1) fail('usage', `prefillChunk must be a positive integer, got ${this.prefillChunk}`);
@@ -136,6 +180,9 @@ class RunState {
   }
 }
 
+const PROBE_INDEX = Object.fromEntries(LLAMA_PROBE_NAMES.map((n, i) => [n, i])) as Record<LlamaProbeName, number>;
+const NO_ROUNDING = { overflowed: 0, clamped: 0 };
+
 /** One sequence: its KV cache and scratch. Not safe to use from two forwards at once (none are async). */
 export class LlamaSession {
   readonly model: LlamaModel;
@@ -157,6 +204,17 @@ export class LlamaSession {
   /** Rewinds the sequence to its first n tokens (0 <= n <= length). */
   truncate(n: number): void {
     this.cache.truncate(n);
+  }
+
+  /**
+   * An op has written `data`: round it to the dtype the policy stores this activation in (what an
+   * engine holding it in f16 or bf16 would read back, overflow included), then report it to the probe.
+   */
+  private emit(name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], firstToken: number): void {
+    const { policy, probe } = this.model;
+    const dtype = this.model.dtypes[layer + 1]![PROBE_INDEX[name]]!;
+    const counts = dtype === 'f32' ? NO_ROUNDING : roundF32ArrayInPlace(data, data.length, dtype, policy.clamp);
+    if (probe) probe(name, layer, data, shape, { dtype, firstToken, overflowed: counts.overflowed, clamped: counts.clamped });
   }
 
   /**
@@ -189,7 +247,7 @@ export class LlamaSession {
 
   /** Runs tokens[from, from + m) through every layer, leaving the residual stream in state.x. */
   private forwardChunk(tokens: readonly number[], from: number, m: number, seqLen: number): void {
-    const { config: c, weights: w, rope, probe } = this.model;
+    const { config: c, weights: w, rope } = this.model;
     const { dim, nHeads, nKvHeads, headDim, hiddenDim, normEps } = c;
     const s = this.state;
     const cache = this.cache;
@@ -206,28 +264,24 @@ export class LlamaSession {
 
     // Token embeddings.
     for (let i = 0; i < m; i++) embeddingRow(s.x, w.tokenEmbedding, tokens[from + i]!, i * dim);
-    if (probe) probe('embeddings', -1, s.x.subarray(0, m * dim), [m, dim]);
+    this.emit('embeddings', -1, s.x.subarray(0, m * dim), [m, dim], start);
 
     for (let l = 0; l < c.nLayers; l++) {
       const lw = w.layers[l]!;
       // Pre-attention RMSNorm.
       rmsNorm(s.xb, s.x, lw.attnNorm, normEps, m, dim);
-      if (probe) probe('attn_norm', l, s.xb.subarray(0, m * dim), [m, dim]);
+      this.emit('attn_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
       // q, k, v projections.
       linear(qData, s.xb, m, lw.wq);
       linear(kData, s.xb, m, lw.wk);
       linear(s.v, s.xb, m, lw.wv);
-      if (probe) {
-        probe('q', l, qData.subarray(0, m * qDim), [m, nHeads, headDim]);
-        probe('k', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
-        probe('v', l, s.v.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
-      }
+      this.emit('q', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
+      this.emit('k', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
+      this.emit('v', l, s.v.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
       // RoPE on q and k, in place, at positions start .. start + m - 1.
       rope.fused({ q, k, positions, layout: 'thd', seqLen });
-      if (probe) {
-        probe('q_rope', l, qData.subarray(0, m * qDim), [m, nHeads, headDim]);
-        probe('k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim]);
-      }
+      this.emit('q_rope', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
+      this.emit('k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
       // Append the rotated keys and the values to the cache.
       cache.write(l, start, m, kData, s.v);
       // Causal (GQA, optionally windowed) attention over every cached position.
@@ -244,47 +298,47 @@ export class LlamaSession {
         ...(c.slidingWindow === undefined ? {} : { window: c.slidingWindow }),
         scratch: s.scores,
       });
-      if (probe) probe('attn_out', l, s.att.subarray(0, m * qDim), [m, qDim]);
+      this.emit('attn_out', l, s.att.subarray(0, m * qDim), [m, qDim], start);
       // Output projection.
       linear(s.proj, s.att, m, lw.wo);
-      if (probe) probe('o_proj', l, s.proj.subarray(0, m * dim), [m, dim]);
+      this.emit('o_proj', l, s.proj.subarray(0, m * dim), [m, dim], start);
       // Residual connection.
       for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
-      if (probe) probe('residual_1', l, s.x.subarray(0, m * dim), [m, dim]);
+      this.emit('residual_1', l, s.x.subarray(0, m * dim), [m, dim], start);
       // Pre-MLP RMSNorm.
       rmsNorm(s.xb, s.x, lw.mlpNorm, normEps, m, dim);
-      if (probe) probe('mlp_norm', l, s.xb.subarray(0, m * dim), [m, dim]);
+      this.emit('mlp_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
       // Gate and up projections.
       linear(s.gate, s.xb, m, lw.wGate);
       linear(s.up, s.xb, m, lw.wUp);
-      if (probe) {
-        probe('gate', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim]);
-        probe('up', l, s.up.subarray(0, m * hiddenDim), [m, hiddenDim]);
-      }
+      this.emit('gate', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
+      this.emit('up', l, s.up.subarray(0, m * hiddenDim), [m, hiddenDim], start);
       // SwiGLU: silu(gate) * up, into the gate buffer.
       swiglu(s.gate, s.gate, s.up, m * hiddenDim);
-      if (probe) probe('act', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim]);
+      this.emit('act', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
       // Down projection.
       linear(s.proj, s.gate, m, lw.wDown);
-      if (probe) probe('down', l, s.proj.subarray(0, m * dim), [m, dim]);
+      this.emit('down', l, s.proj.subarray(0, m * dim), [m, dim], start);
       // Residual connection.
       for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
-      if (probe) probe('residual_2', l, s.x.subarray(0, m * dim), [m, dim]);
+      this.emit('residual_2', l, s.x.subarray(0, m * dim), [m, dim], start);
     }
     cache.advance(m);
   }
 
   /** Final RMSNorm and output projection of `rows` rows of the chunk's residual stream, from row `first`. */
   private head(m: number, first: number, rows: number, out: Float32Array): void {
-    const { config: c, weights: w, probe } = this.model;
+    const { config: c, weights: w } = this.model;
     const { dim, vocabSize } = c;
     const s = this.state;
+    // The cache has advanced past this chunk: its row `first` is at this position.
+    const firstToken = this.cache.length - m + first;
     if (first + rows > m) fail('shape', `head: rows [${first}, ${first + rows}) outside the ${m}-token chunk`);
     // Final RMSNorm.
     rmsNorm(s.xb, s.x.subarray(first * dim, (first + rows) * dim), w.finalNorm, c.normEps, rows, dim);
-    if (probe) probe('final_norm', -1, s.xb.subarray(0, rows * dim), [rows, dim]);
+    this.emit('final_norm', -1, s.xb.subarray(0, rows * dim), [rows, dim], firstToken);
     // Output projection to the vocabulary.
     linear(out, s.xb, rows, w.output);
-    if (probe) probe('logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize]);
+    this.emit('logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize], firstToken);
   }
 }
