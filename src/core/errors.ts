@@ -18,6 +18,7 @@ export type HalfpipeErrorCode =
   | 'layout' // a memory layout a kernel does not support
   | 'rope' // invalid RoPE arguments (positions, rotary dims, tables)
   | 'config' // an invalid model or scaling configuration
+  | 'numerics' // a forward produced non-finite values
   | 'usage'; // bad command-line or API usage
 
 export function fail(code: HalfpipeErrorCode, message: string): never {

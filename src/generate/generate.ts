@@ -22,6 +22,24 @@ export interface GenerateOptions extends SamplingOptions {
   logprobs?: number;
   /** cancels generation between tokens */
   signal?: AbortSignal;
+  /**
+   * what to do when a step's logits are not finite: 'error' (default) stops with a message naming the
+   * first op that went non-finite; 'warn' reports it and samples among the finite logits; 'upcast'
+   * redoes the step, and the rest of the generation, with the f32 policy and says so
+   */
+  onNonFinite?: NonFiniteAction;
+}
+
+export type NonFiniteAction = 'error' | 'warn' | 'upcast';
+
+/** What the decode loop needs from its model to handle non-finite logits. */
+export interface NumericsGuard {
+  /** names the first op that went non-finite when running `ids` from scratch */
+  diagnose(ids: readonly number[]): string;
+  /** a session of the same model under the f32 policy that has consumed `ids`, and its last logits */
+  upcast(ids: readonly number[]): { session: LlamaSession; logits: Float32Array };
+  /** where warnings go (default: stderr) */
+  warn?(message: string): void;
 }
 
 export interface TokenLogprob {
@@ -58,7 +76,34 @@ export async function* generateTokens(
   tokenizer: Tokenizer,
   promptIds: readonly number[],
   opts: GenerateOptions = {},
+  guard?: NumericsGuard,
 ): AsyncGenerator<GeneratedToken, GenerateResult> {
+  const action = opts.onNonFinite ?? 'error';
+  if (!['error', 'warn', 'upcast'].includes(action)) fail('usage', `onNonFinite must be error, warn or upcast, got '${String(action)}'`);
+  const warn = guard?.warn ?? ((m: string) => process.stderr.write(`halfpipe: warning: ${m}\n`));
+  /** Checks a step's logits; returns usable ones (or throws), switching sessions on upcast. */
+  const checked = (logits: Float32Array, ids: readonly number[]): Float32Array => {
+    let finite = true;
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i]!)) {
+        finite = false;
+        break;
+      }
+    }
+    if (finite) return logits;
+    const where = guard ? guard.diagnose(ids) : 'non-finite logits';
+    if (action === 'error' || !guard) fail('numerics', `${where} (try --policy safe-f16 or f32, or --on-nonfinite upcast)`);
+    if (action === 'upcast') {
+      warn(`${where}; redoing the step and the rest of the generation with the f32 policy`);
+      const redo = guard.upcast(ids);
+      session = redo.session;
+      return redo.logits;
+    }
+    warn(`${where}; sampling among the finite logits`);
+    const masked = Float32Array.from(logits, (v) => (Number.isFinite(v) ? v : -Infinity));
+    if (!masked.some((v) => v > -Infinity)) fail('numerics', `${where}: no finite logit left`);
+    return masked;
+  };
   const maxTokens = opts.maxTokens ?? 128;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) fail('usage', `max tokens must be an integer >= 0, got ${maxTokens}`);
   if (promptIds.length === 0) fail('usage', 'the prompt is empty: give at least one token');
@@ -76,7 +121,7 @@ export async function* generateTokens(
   let finishReason: FinishReason = 'length';
 
   const t0 = performance.now();
-  let logits = session.forward(promptIds);
+  let logits = checked(session.forward(promptIds), promptIds);
   const t1 = performance.now();
 
   for (let step = 0; step < maxTokens; step++) {
@@ -106,7 +151,7 @@ export async function* generateTokens(
       break;
     }
     // The last token needs no forward pass: nothing would read its logits.
-    if (step + 1 < maxTokens) logits = session.forward([id]);
+    if (step + 1 < maxTokens) logits = checked(session.forward([id]), history);
     // Let other work (a server's sockets, a CLI's output) run between tokens.
     await new Promise<void>((resolve) => setImmediate(resolve));
   }

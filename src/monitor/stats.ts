@@ -50,24 +50,37 @@ export const R_DTYPE = 30;
 export const R_F32_ABSMAX = 31;
 export const RECORD_FIELDS = 32;
 
+/** The empty statistics (what `resetRecord` copies). */
+const EMPTY_RECORD = (() => {
+  const r = new Float64Array(RECORD_FIELDS);
+  r[R_ABSMAX] = -1;
+  r[R_AMAX_TOKEN] = -1;
+  r[R_AMAX_HEAD] = -1;
+  r[R_AMAX_CHANNEL] = -1;
+  r[R_AMAX_VALUE] = NaN;
+  r[R_MIN] = Infinity;
+  r[R_MAX] = -Infinity;
+  r[R_NF_TOKEN] = -1;
+  r[R_NF_HEAD] = -1;
+  r[R_NF_CHANNEL] = -1;
+  r[R_NF_VALUE] = NaN;
+  r[R_NF_SEQ] = -1;
+  r[R_SEQ] = Infinity;
+  r[R_FIRST_TOKEN] = Infinity;
+  r[R_LAST_TOKEN] = -Infinity;
+  r[R_DTYPE] = -1;
+  r[R_F32_ABSMAX] = -1;
+  return r;
+})();
+
 /** Sets the record at `b` to the empty statistics. */
 export function resetRecord(r: Float64Array, b: number): void {
-  r.fill(0, b, b + RECORD_FIELDS);
-  r[b + R_ABSMAX] = -1;
-  r[b + R_AMAX_TOKEN] = -1;
-  r[b + R_AMAX_HEAD] = -1;
-  r[b + R_AMAX_CHANNEL] = -1;
-  r[b + R_MIN] = Infinity;
-  r[b + R_MAX] = -Infinity;
-  r[b + R_NF_TOKEN] = -1;
-  r[b + R_NF_HEAD] = -1;
-  r[b + R_NF_CHANNEL] = -1;
-  r[b + R_NF_SEQ] = -1;
-  r[b + R_SEQ] = Infinity;
-  r[b + R_FIRST_TOKEN] = Infinity;
-  r[b + R_LAST_TOKEN] = -Infinity;
-  r[b + R_DTYPE] = -1;
-  r[b + R_F32_ABSMAX] = -1;
+  r.set(EMPTY_RECORD, b);
+}
+
+/** Copies the record at `sb` of `s` over the record at `db` of `d`. */
+export function copyRecord(d: Float64Array, db: number, s: Float64Array, sb: number): void {
+  for (let i = 0; i < RECORD_FIELDS; i++) d[db + i] = s[sb + i]!;
 }
 
 /**
@@ -93,15 +106,18 @@ export function scanRange(data: Float32Array, from: number, to: number, r: Float
     const a = Math.abs(x);
     sum += x;
     sq += x * x;
-    if (a < minNormal) {
-      if (a === 0) zeros++;
-      else sub++;
-    } else if (a >= half) {
-      if (a === Infinity) {
-        if (x > 0) posInf++;
-        else negInf++;
-      } else near++;
-    } else if (a !== a) nan++;
+    if (!(a >= minNormal && a < half)) {
+      // Rare: zero, subnormal, near the max, infinite or NaN.
+      if (a < minNormal) {
+        if (a === 0) zeros++;
+        else sub++;
+      } else if (a >= half) {
+        if (a === Infinity) {
+          if (x > 0) posInf++;
+          else negInf++;
+        } else near++;
+      } else nan++;
+    }
     if (a > amax) {
       amax = a;
       amaxAt = i;

@@ -75,9 +75,12 @@ export interface ProbeStats {
   zeros: number;
   /** finite values with |x| >= FORMATS[dtype].max / 2 */
   nearMax: number;
-  /** from ProbeContext: values that were finite before rounding to dtype and became +-inf (not split by segment: 0 in segment stats) */
+  /**
+   * from ProbeContext: values that were finite before rounding to dtype and became +-inf. The model
+   * counts per call, so segment stats count only the calls whose rows all lie in the segment.
+   */
   overflowed: number;
-  /** from ProbeContext: values clamped by the policy (not split by segment: 0 in segment stats) */
+  /** from ProbeContext: values clamped by the policy (segment stats: as for overflowed) */
   clamped: number;
   /** max |x| over the non-NaN values (Infinity when any is infinite; NaN when every value is NaN or there are none) */
   absmax: number;

@@ -1,0 +1,35 @@
+/**
+ * The numerics monitor: per-op statistics of every forward through the model's probe hook, and
+ * the analyses and renderings built on them.
+ */
+export type { ProbeContext, MonitorProbe, ValueLocation, ProbeStats, KeptChunk, KeptProbeData, ForwardTrace, ResidualChannels, ResidualLayer, NonFiniteCapture, TraceReport } from './types.js';
+export { computeStats, mergeStats, headroomBits, type ComputeStatsOptions } from './stats.js';
+export { NumericsMonitor, type NumericsMonitorOptions } from './monitor.js';
+export { LAYER_PROBES, probeInputs, executionRank, type ProbeRef } from './graph.js';
+export {
+  firstBadOp,
+  massiveChannels,
+  compareShadow,
+  aggregateProbes,
+  headroomByLayer,
+  segmentSummary,
+  analyze,
+  overflowThreshold,
+  type Triage,
+  type FirstBadOp,
+  type FirstBadOpOptions,
+  type MassiveChannel,
+  type MassiveLayer,
+  type MassiveChannelSummary,
+  type MassiveChannels,
+  type MassiveChannelsOptions,
+  type ShadowEntry,
+  type ShadowLayer,
+  type ShadowComparison,
+  type LayerHeadroom,
+  type SegmentSummary,
+  type Analyses,
+  type AnalyzeOptions,
+} from './analysis.js';
+export { renderTerminalSummary, traceJson, renderHtml, jsonNumber, fromJsonNumber, type HtmlOptions } from './render.js';
+export { TRACE_SCHEMA_ID, TRACE_SCHEMA_VERSION, TRACE_JSON_SPEC, validateTraceJson, type TraceJson, type JsonNumber, type Spec } from './schema.js';
