@@ -7,6 +7,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { HalfpipeError } from '../core/errors.js';
 import { ropeReportCommand } from './rope-report.js';
 import { chatCommand, generateCommand, infoCommand, tinyCommand } from './text.js';
+import { traceCommand } from './trace.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -91,12 +92,27 @@ export function buildProgram(): Command {
     ),
   )
     .option('--logprobs <k>', 'report the top k log-probabilities per step (with --json)', nonNegativeInt)
+    .addOption(new Option('--on-nonfinite <action>', 'non-finite logits: stop naming the first bad op, warn and go on, or redo in f32').choices(['error', 'warn', 'upcast']).default('error'))
     .option('--json', 'print one JSON object {tokens, text, logprobs, finish_reason, timings}')
     .action((opts) => generateCommand(opts));
 
   samplingOptions(modelOptions(program.command('chat').description("an interactive multi-turn chat through the model's template"))).action((opts) =>
     chatCommand(opts),
   );
+
+  modelOptions(
+    program
+      .command('trace')
+      .description('run a prompt with the numerics monitor on every op: first non-finite op, headroom per layer, massive channels (default model: the built-in stress model)'),
+  )
+    .option('--prompt <text>', 'the prompt text')
+    .option('--prompt-ids <ids>', 'raw comma-separated token ids')
+    .option('--image <path>', 'an image for a LLaVA model (repeatable)', collect)
+    .option('--max-tokens <n>', 'greedy steps after the prompt', nonNegativeInt, 8)
+    .option('--shadow <dtype>', 'compare every op with the same run under the f32 policy (f32)')
+    .option('--json <file>', 'write the trace as JSON (schema: src/monitor/schema.ts)')
+    .option('--html <file>', 'write a self-contained HTML report')
+    .action((opts) => traceCommand(opts));
 
   modelOptions(program.command('info').description('architecture, parameters, dtypes, context, rope and tokenizer of a model'))
     .option('--json', 'print one JSON object')
@@ -111,6 +127,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['f32', 'f16', 'bf16']))
     .addOption(new Option('--quant <type>', 'GGUF quant type').choices(['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K']))
     .addOption(new Option('--vocab <kind>', "tokenizer: 'llama' (SentencePiece) or 'gpt2' (byte-level BPE)").choices(['llama', 'gpt2']))
+    .addOption(new Option('--stress <kind>', 'build in a numerics failure: LLaMA-2-like massive activations and an f16 down_proj overflow').choices(['massive-activations']))
     .option('--seed <n>', 'weights seed', nonNegativeInt, 0)
     .option('--set <key=value>', 'override an HF config.json field (repeatable; JSON values)', collect)
     .action((opts) => tinyCommand(opts));

@@ -22,6 +22,13 @@ function defaultModelPath(): string {
   return dir;
 }
 
+/** The embedded stress model (massive activations, an f16 down_proj overflow), written once. */
+export function stressModelPath(): string {
+  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-stress-v1');
+  if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0, stress: 'massive-activations' });
+  return dir;
+}
+
 export interface ModelFlags {
   model?: string;
   policy?: string;
@@ -64,6 +71,7 @@ export interface GenerateFlags extends ModelFlags {
   logprobs?: number;
   stop?: string[];
   json?: boolean;
+  onNonfinite?: 'error' | 'warn' | 'upcast';
 }
 
 export function samplingFrom(flags: GenerateFlags): GenerateOptions {
@@ -76,6 +84,7 @@ export function samplingFrom(flags: GenerateFlags): GenerateOptions {
   if (flags.seed !== undefined) opts.seed = flags.seed;
   if (flags.logprobs !== undefined) opts.logprobs = flags.logprobs;
   if (flags.stop?.length) opts.stop = flags.stop;
+  if (flags.onNonfinite) opts.onNonFinite = flags.onNonfinite;
   return opts;
 }
 
@@ -191,6 +200,7 @@ export interface TinyFlags {
   quant?: string;
   seed?: number;
   vocab?: 'llama' | 'gpt2';
+  stress?: 'massive-activations';
   set?: string[];
 }
 
@@ -220,6 +230,7 @@ export function tinyCommand(flags: TinyFlags): void {
     ...(flags.quant ? { quant: flags.quant as TinyQuant } : {}),
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
     ...(flags.vocab ? { vocab: flags.vocab } : {}),
+    ...(flags.stress ? { stress: flags.stress } : {}),
     set: parseSets(flags.set ?? []),
   });
   const c = result.config;

@@ -203,6 +203,8 @@ export interface RoundingCounts {
   overflowed: number;
   /** values clamped to +-max instead (when clamping) */
   clamped: number;
+  /** the largest finite |x| before rounding (what f32 storage would have held) */
+  absmax: number;
 }
 
 /**
@@ -211,11 +213,19 @@ export interface RoundingCounts {
  * or +-max when `clamp` is set; both are counted. Works on the f32 bits: one pass, no allocation.
  */
 export function roundF32ArrayInPlace(data: Float32Array, n: number, dtype: DType, clamp = false): RoundingCounts {
-  const counts = { overflowed: 0, clamped: 0 };
+  const counts = { overflowed: 0, clamped: 0, absmax: 0 };
   if (dtype === 'f32') return counts;
   const bits = new Uint32Array(data.buffer, data.byteOffset, n);
+  // The largest finite magnitude, read off the bits (monotonic in |x| for finite floats).
+  let maxBits = 0;
+  for (let i = 0; i < n; i++) {
+    const a = bits[i]! & 0x7fffffff;
+    if (a > maxBits && a < 0x7f800000) maxBits = a;
+  }
+  f32Bits[0] = maxBits;
+  counts.absmax = f32[0]!;
   if (dtype === 'bf16') {
-    const maxBits = 0x7f7f0000;
+    const bf16MaxBits = 0x7f7f0000;
     for (let i = 0; i < n; i++) {
       const u = bits[i]!;
       const a = u & 0x7fffffff;
@@ -227,7 +237,7 @@ export function roundF32ArrayInPlace(data: Float32Array, n: number, dtype: DType
       let r = ((a + 0x7fff + ((a >>> 16) & 1)) & 0xffff0000) >>> 0;
       if (r >= 0x7f800000) {
         if (clamp) {
-          r = maxBits;
+          r = bf16MaxBits;
           counts.clamped++;
         } else counts.overflowed++;
       }

@@ -10,7 +10,8 @@ import { openHfCheckpoint } from '../formats/checkpoint.js';
 import { readGguf } from '../formats/gguf/reader.js';
 import { snapshotDownload, type HubOptions } from '../formats/hub.js';
 import { loadTensor } from '../formats/safetensors.js';
-import { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken } from '../generate/generate.js';
+import { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken, type NumericsGuard } from '../generate/generate.js';
+import { analyze, type Analyses, firstBadOp, NumericsMonitor, type TraceReport } from '../monitor/index.js';
 import { type ChatMessage, chatTemplateFrom, renderChat } from '../text/chat.js';
 import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../text/gguf-tokenizer.js';
 import { loadHfTokenizer, type Tokenizer } from '../text/tokenizer.js';
@@ -79,13 +80,95 @@ export class TextModel {
 
   /** Streams generated tokens; the iterator's return value is the final result. */
   generate(prompt: Prompt, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
-    return generateTokens(this.model.newSession(), this.tokenizer, this.promptIds(prompt), opts);
+    return generateTokens(this.model.newSession(), this.tokenizer, this.promptIds(prompt), opts, this.guard());
+  }
+
+  /** The same weights under another policy and/or with a probe (no weights are copied). */
+  withOptions(opts: LlamaModelOptions): LlamaModel {
+    const m = this.model;
+    return new LlamaModel(m.config, m.weights, { policy: m.policy, kvCache: m.kvCache, prefillChunk: m.prefillChunk, ...opts });
+  }
+
+  /** How generation explains and recovers from non-finite logits. */
+  private guard(): NumericsGuard {
+    return {
+      diagnose: (ids) => {
+        const monitor = new NumericsMonitor({});
+        monitor.beginForward('diagnose');
+        this.withOptions({ probe: monitor.probe }).newSession().forward(ids);
+        return firstBadOp(monitor.report())?.message ?? 'non-finite logits';
+      },
+      upcast: (ids) => {
+        const session = this.withOptions({ policy: 'f32', kvCache: 'f32' }).newSession();
+        return { session, logits: session.forward(ids) };
+      },
+    };
+  }
+
+  /**
+   * Runs the prompt and up to `maxTokens` greedy steps with the numerics monitor on every op, and
+   * optionally the same tokens under the f32 policy as a shadow; returns the report and its analyses.
+   */
+  trace(prompt: Prompt, opts: TraceOptions = {}): TraceResult {
+    const ids = this.promptIds(prompt);
+    const maxTokens = opts.maxTokens ?? 8;
+    const segments = opts.segments ?? ((p: number) => (p < ids.length ? 'text' : 'generated'));
+    const run = (model: LlamaModel, monitor: NumericsMonitor, tokens: number[] | null) => {
+      const session = model.newSession();
+      monitor.beginForward('prefill');
+      let logits = session.forward(ids);
+      const generated: number[] = [];
+      for (let step = 0; step < (tokens ? tokens.length : maxTokens); step++) {
+        // A non-finite step ends the main run: what follows would only propagate it.
+        if (!tokens && !logits.every(Number.isFinite)) break;
+        const next = tokens ? tokens[step]! : argmax(logits);
+        generated.push(next);
+        if (step + 1 === (tokens ? tokens.length : maxTokens)) break;
+        monitor.beginForward(`decode ${step}`);
+        logits = session.forward([next]);
+      }
+      return generated;
+    };
+    const monitor = new NumericsMonitor({ segments, residualChannels: true, keepData: opts.shadow !== undefined });
+    const tokens = run(this.withOptions({ probe: monitor.probe }), monitor, null);
+    const report = monitor.report();
+    let shadow: TraceReport | undefined;
+    if (opts.shadow) {
+      const shadowMonitor = new NumericsMonitor({ segments, residualChannels: true, keepData: true });
+      run(this.withOptions({ probe: shadowMonitor.probe, policy: opts.shadow, kvCache: 'f32' }), shadowMonitor, tokens);
+      shadow = shadowMonitor.report();
+    }
+    const analyses = analyze(report, shadow ? { shadow } : {});
+    return { tokens, report, analyses, ...(shadow ? { shadow } : {}) };
   }
 
   /** Logits of every position of `ids` (ids.length x vocab), from a fresh session. */
   logits(ids: readonly number[]): Float32Array {
     return this.model.newSession().forward(ids, { allLogits: true });
   }
+}
+
+export interface TraceOptions {
+  /** greedy steps after the prompt (default 8) */
+  maxTokens?: number;
+  /** a shadow run of the same tokens under this policy, compared probe by probe */
+  shadow?: 'f32';
+  /** the segment of each position (default: 'text' for the prompt, 'generated' after it) */
+  segments?: (position: number) => string;
+}
+
+export interface TraceResult {
+  /** the greedy tokens the traced run produced */
+  tokens: number[];
+  report: TraceReport;
+  analyses: Analyses;
+  shadow?: TraceReport;
+}
+
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
 }
 
 function countParameters(w: LlamaWeights): { parameters: number; weightTypes: Record<string, number> } {

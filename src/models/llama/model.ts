@@ -80,6 +80,8 @@ export interface ProbeContext {
   overflowed: number;
   /** values the policy's clamp-on-overflow clamped to +-max */
   clamped: number;
+  /** the largest finite |x| before rounding to `dtype` (what f32 storage would hold); present when rounding happened */
+  f32Absmax?: number;
 }
 
 /** The part of the forward each probe belongs to, for the precision policy. */
@@ -181,7 +183,7 @@ class RunState {
 }
 
 const PROBE_INDEX = Object.fromEntries(LLAMA_PROBE_NAMES.map((n, i) => [n, i])) as Record<LlamaProbeName, number>;
-const NO_ROUNDING = { overflowed: 0, clamped: 0 };
+const NO_ROUNDING = { overflowed: 0, clamped: 0, absmax: 0 };
 
 /** One sequence: its KV cache and scratch. Not safe to use from two forwards at once (none are async). */
 export class LlamaSession {
@@ -214,7 +216,10 @@ export class LlamaSession {
     const { policy, probe } = this.model;
     const dtype = this.model.dtypes[layer + 1]![PROBE_INDEX[name]]!;
     const counts = dtype === 'f32' ? NO_ROUNDING : roundF32ArrayInPlace(data, data.length, dtype, policy.clamp);
-    if (probe) probe(name, layer, data, shape, { dtype, firstToken, overflowed: counts.overflowed, clamped: counts.clamped });
+    if (!probe) return;
+    const ctx: ProbeContext = { dtype, firstToken, overflowed: counts.overflowed, clamped: counts.clamped };
+    if (dtype !== 'f32') ctx.f32Absmax = counts.absmax;
+    probe(name, layer, data, shape, ctx);
   }
 
   /**
