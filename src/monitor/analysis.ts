@@ -64,6 +64,7 @@ function nLayersOf(report: TraceReport): number {
   return max + 1;
 }
 
+/** A number for people: 4 significant digits, exponent form outside [1e-3, 1e5), integers as they are. */
 export function formatNumber(x: number): string {
   if (Number.isNaN(x)) return 'NaN';
   if (x === Infinity) return 'inf';
@@ -71,7 +72,7 @@ export function formatNumber(x: number): string {
   if (x === 0) return '0';
   const a = Math.abs(x);
   if (a >= 1e5 || a < 1e-3) return x.toExponential(2);
-  return Number.isInteger(x) ? String(x) : x.toPrecision(4);
+  return Number.isInteger(x) ? String(x) : String(Number(x.toPrecision(4)));
 }
 
 function where(layer: number): string {
@@ -468,6 +469,31 @@ export function segmentSummary(report: TraceReport): SegmentSummary[] {
   return [...out.values()].map(({ nfSeq: _nfSeq, ...s }) => s);
 }
 
+// ---- rounding to the policy's dtypes ----------------------------------------------------------
+
+export interface RoundingSummary {
+  /** values that became +-inf when rounded to their storage dtype, over every probe and forward */
+  overflowed: number;
+  /** values the policy's clamp-on-overflow clamped (a run can be all finite and still have clamped) */
+  clamped: number;
+  /** the first probe (execution order) where the policy clamped */
+  firstClamped: { probe: LlamaProbeName; layer: number; forward: number } | null;
+}
+
+export function roundingSummary(report: TraceReport): RoundingSummary {
+  let overflowed = 0;
+  let clamped = 0;
+  let firstClamped: RoundingSummary['firstClamped'] = null;
+  for (const fw of report.forwards) {
+    for (const p of fw.probes) {
+      overflowed += p.overflowed;
+      clamped += p.clamped;
+      if (p.clamped > 0 && firstClamped === null) firstClamped = { probe: p.probe, layer: p.layer, forward: p.forward };
+    }
+  }
+  return { overflowed, clamped, firstClamped };
+}
+
 // ---- everything at once --------------------------------------------------------------------------
 
 export interface Analyses {
@@ -476,6 +502,7 @@ export interface Analyses {
   shadow: ShadowComparison | null;
   headroom: LayerHeadroom[];
   segments: SegmentSummary[];
+  rounding: RoundingSummary;
 }
 
 export interface AnalyzeOptions extends MassiveChannelsOptions {
@@ -492,5 +519,6 @@ export function analyze(report: TraceReport, opts: AnalyzeOptions = {}): Analyse
     shadow: opts.shadow ? compareShadow(report, opts.shadow, opts.threshold) : null,
     headroom: headroomByLayer(report),
     segments: segmentSummary(report),
+    rounding: roundingSummary(report),
   };
 }

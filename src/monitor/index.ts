@@ -13,6 +13,7 @@ export {
   aggregateProbes,
   headroomByLayer,
   segmentSummary,
+  roundingSummary,
   analyze,
   overflowThreshold,
   type Triage,
@@ -28,6 +29,7 @@ export {
   type ShadowComparison,
   type LayerHeadroom,
   type SegmentSummary,
+  type RoundingSummary,
   type Analyses,
   type AnalyzeOptions,
 } from './analysis.js';

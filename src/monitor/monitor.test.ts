@@ -94,6 +94,29 @@ test('monitor: stats split by segment; a failure confined to image tokens shows 
   assert.equal(r.firstNonFinite!.segment, 'image 0');
 });
 
+test('monitor: many forwards (the record store grows): segment records stay equal to the totals they split', () => {
+  // Prompt lengths of either parity, so that growing the store hits both kinds of record.
+  for (const promptLength of [2, 3, 4, 5]) {
+    const mon = new NumericsMonitor({ segments: segmentsOf });
+    mon.beginForward('prefill');
+    fakeForward(mon.probe, { start: 0, tokens: promptLength, chunk: 2 });
+    for (let s = 0; s < 40; s++) {
+      mon.beginForward(`decode ${s}`);
+      fakeForward(mon.probe, { start: promptLength + s, tokens: 1 });
+    }
+    const r = mon.report();
+    assert.equal(r.forwards.length, 41);
+    for (const fw of r.forwards) {
+      for (const p of fw.probes) {
+        const parts = fw.segments.filter((s) => s.probe === p.probe && s.layer === p.layer);
+        assert.equal(parts.reduce((n, s) => n + s.count, 0), p.count, `prompt ${promptLength}, forward ${fw.index} ${p.probe}@${p.layer}`);
+        assert.equal(Math.max(...parts.map((s) => s.absmax)), p.absmax);
+        if (parts.length === 1) assert.deepEqual({ ...parts[0]!, segment: null }, p);
+      }
+    }
+  }
+});
+
 test('monitor: per-channel absmax of the residual stream (embeddings and residual_2) across layers and forwards', () => {
   const mon = new NumericsMonitor({ residualChannels: true });
   const value = (name: LlamaProbeName, layer: number, token: number, i: number) => {

@@ -12,7 +12,9 @@
  *
  * Cost: one pass over each probe's values into a fixed-size float64 record (no allocation per call
  * beyond growing the record store once per new (probe, layer) of a forward); the per-channel pass
- * runs only on the residual probes, and copies are made only with keepData.
+ * runs only on the residual probes, and copies are made only with keepData. Memory: 256 bytes per
+ * (probe, layer) per forward, times (1 + segments the forward touches); report() turns them into
+ * objects, so for long generations trace a bounded number of decode steps.
  *
  * Without a ProbeContext (a model that passes only four arguments) the values are taken as f32
  * and positions are counted by the monitor: each forward continues where the previous one ended
@@ -298,7 +300,10 @@ export class NumericsMonitor {
     this.called[key] = 1;
 
     // Into the forward's records for (probe, layer), and for the segment when the call has only one.
-    if (onlySegment >= 0) mergeRecord(this.store.buf, this.segmentSlot(fw, key, onlySegment), lc, lb);
+    if (onlySegment >= 0) {
+      const sb = this.segmentSlot(fw, key, onlySegment); // may grow the store: read buf after
+      mergeRecord(this.store.buf, sb, lc, lb);
+    }
     let fb = fw.slots[key]!;
     if (fb < 0) {
       fb = this.store.alloc(false);
@@ -365,7 +370,8 @@ export class NumericsMonitor {
       sc[R_FIRST_TOKEN] = firstToken + r0;
       sc[R_LAST_TOKEN] = firstToken + r1 - 1;
       sc[R_DTYPE] = DTYPE_INDEX[dtype];
-      mergeRecord(this.store.buf, this.segmentSlot(fw, key, this.segmentId(seg)), sc, 0);
+      const sb = this.segmentSlot(fw, key, this.segmentId(seg)); // may grow the store: read buf after
+      mergeRecord(this.store.buf, sb, sc, 0);
       mergeRecord(lc, lb, sc, 0);
       if (r1 >= rows) return;
       r0 = r1;

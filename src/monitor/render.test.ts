@@ -178,10 +178,32 @@ test('renderTerminalSummary: first bad op or all finite, worst headroom per laye
   assert.match(text, /^ {2}5 +1 +3000 +6000 +2 +2$/m);
   assert.match(text, /^shadow: first divergence at /m);
 
+  assert.match(text, /^rounding to the policy's dtypes: 1 value\(s\) overflowed to inf, 0 clamped$/m);
+
   const clean = run({ monitor: { residualChannels: false } });
   const cleanText = renderTerminalSummary(clean, analyze(clean));
   assert.match(cleanText, /^first bad op: none, all finite$/m);
-  assert.ok(!/massive|shadow/.test(cleanText));
+  assert.ok(!/massive|shadow|rounding/.test(cleanText));
+});
+
+test('render: an all-finite run where the policy clamped says so (terminal, HTML, JSON)', () => {
+  const mon = new NumericsMonitor();
+  mon.beginForward('prefill');
+  mon.probe('embeddings', -1, Float32Array.from([1, 2]), [1, 2], { dtype: 'f16', firstToken: 0, overflowed: 0, clamped: 0 });
+  mon.probe('down', 0, Float32Array.from([65504, 2]), [1, 2], { dtype: 'f16', firstToken: 0, overflowed: 0, clamped: 1 });
+  const r = mon.report();
+  const a = analyze(r);
+  assert.deepEqual(a.rounding, { overflowed: 0, clamped: 1, firstClamped: { probe: 'down', layer: 0, forward: 0 } });
+  assert.match(renderTerminalSummary(r, a), /^first bad op: none, all finite\nrounding to the policy's dtypes: 0 value\(s\) overflowed to inf, 1 clamped, first at down \(layer 0\) in forward 0$/m);
+  const html = renderHtml(r, a);
+  checkSelfContained(parseHtml(html), html);
+  assert.match(html, /All finite: no probe saw a NaN or an infinity\.<\/p><p>rounding to the policy&#39;s dtypes: 0 value\(s\) overflowed to inf, 1 clamped/);
+  const j = JSON.parse(JSON.stringify(traceJson(r, a)));
+  assert.deepEqual(validateTraceJson(j), []);
+  assert.equal(j.rounding.clamped, 1);
+  // The clamped value sits at the max: zero headroom, counted near the max.
+  assert.equal(r.forwards[0]!.probes[1]!.headroomBits, 0);
+  assert.equal(r.forwards[0]!.probes[1]!.nearMax, 1);
 });
 
 test('traceJson: validates against the schema; non-finite numbers as strings survive JSON', () => {

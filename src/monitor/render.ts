@@ -211,7 +211,20 @@ export function traceJson(report: TraceReport, analyses: Analyses): TraceJson {
             entries: sh.entries.map(shadowEntry),
             byLayer: sh.byLayer.map((l) => ({ layer: l.layer, worstRelError: jsonNumber(l.worstRelError), probe: l.probe, forward: l.forward })),
           },
+    rounding: { ...analyses.rounding, firstClamped: analyses.rounding.firstClamped === null ? null : { ...analyses.rounding.firstClamped } },
   };
+}
+
+/** One line on what the policy's rounding did (overflows, clamps), or null when it did neither. */
+function roundingText(analyses: Analyses): string | null {
+  const r = analyses.rounding;
+  if (r.overflowed === 0 && r.clamped === 0) return null;
+  const first = r.firstClamped ? `, first at ${opName(r.firstClamped.probe, r.firstClamped.layer)} in forward ${r.firstClamped.forward}` : '';
+  return `rounding to the policy's dtypes: ${r.overflowed} value(s) overflowed to inf, ${r.clamped} clamped${first}`;
+}
+
+function cosineText(d: { cosine: number; nonFinite: number }): string {
+  return d.nonFinite ? `${d.nonFinite} non-finite, cosine ${formatNumber(d.cosine)} over the finite values` : `cosine ${formatNumber(d.cosine)}`;
 }
 
 // ---- terminal ----------------------------------------------------------------------------------------
@@ -241,6 +254,9 @@ export function renderTerminalSummary(report: TraceReport, analyses: Analyses): 
       out.push(`  input ${opName(i.probe, i.layer)}: absmax ${formatNumber(i.absmax)} at ${locationText(i.absmaxAt)}, headroom ${bits(i.headroomBits)}, non-finite ${i.nonFinite}, near max ${i.nearMax}`);
     }
   }
+
+  const rounding = roundingText(analyses);
+  if (rounding !== null) out.push(rounding);
 
   if (analyses.headroom.length > 0) {
     out.push('worst headroom per layer (min over probes and forwards):');
@@ -277,7 +293,7 @@ export function renderTerminalSummary(report: TraceReport, analyses: Analyses): 
     out.push(
       d === null
         ? `shadow: no divergence above ${formatNumber(sh.threshold)} over ${sh.entries.length} probe(s)`
-        : `shadow: first divergence at ${opName(d.probe, d.layer)}, forward ${d.forward}: rel error ${formatNumber(d.relError)}, cosine ${formatNumber(d.cosine)}${d.nonFinite ? `, ${d.nonFinite} non-finite` : ''} (threshold ${formatNumber(sh.threshold)})`,
+        : `shadow: first divergence at ${opName(d.probe, d.layer)}, forward ${d.forward}: rel error ${formatNumber(d.relError)}, ${cosineText(d)} (threshold ${formatNumber(sh.threshold)})`,
     );
   }
   if (report.dataTruncated) out.push('note: keepData stopped at maxDataBytes; the shadow comparison covers only what was kept');
@@ -604,7 +620,10 @@ export function renderHtml(report: TraceReport, analyses: Analyses, opts: HtmlOp
   const bad = analyses.firstBadOp;
   if (bad === null) {
     const finite = allFinite(report);
-    p.push(`<section id="first-bad-op" class="card"><h2>First bad op</h2><p class="big">${finite ? 'All finite: no probe saw a NaN or an infinity.' : 'Non-finite values were seen, but their first occurrence was not captured.'}</p></section>`);
+    const rounding = roundingText(analyses);
+    p.push(
+      `<section id="first-bad-op" class="card"><h2>First bad op</h2><p class="big">${finite ? 'All finite: no probe saw a NaN or an infinity.' : 'Non-finite values were seen, but their first occurrence was not captured.'}</p>${rounding === null ? '' : `<p>${escapeHtml(rounding)}</p>`}</section>`,
+    );
   } else {
     const fwd = `forward ${bad.forward}${bad.forwardLabel ? ` (${bad.forwardLabel})` : ''}`;
     p.push('<section id="first-bad-op" class="card bad"><h2>First bad op</h2>');
@@ -685,7 +704,7 @@ export function renderHtml(report: TraceReport, analyses: Analyses, opts: HtmlOp
       `<p>${escapeHtml(
         d === null
           ? `No divergence above ${formatNumber(sh.threshold)} over ${sh.entries.length} probe(s).`
-          : `First divergence: ${opName(d.probe, d.layer)}, forward ${d.forward}: relative error ${formatNumber(d.relError)}, cosine ${formatNumber(d.cosine)}${d.nonFinite ? `, ${d.nonFinite} non-finite` : ''} (threshold ${formatNumber(sh.threshold)}).`,
+          : `First divergence: ${opName(d.probe, d.layer)}, forward ${d.forward}: relative error ${formatNumber(d.relError)}, ${cosineText(d)} (threshold ${formatNumber(sh.threshold)}).`,
       )}</p>`,
     );
     if (sh.missing) p.push(`<p class="note">${sh.missing} probe(s) had no shadow data to compare.</p>`);

@@ -45,6 +45,17 @@ export interface TraceJson {
   massiveChannels: MassiveChannelsJson | null;
   /** comparison against a shadow run; null when none was made */
   shadow: ShadowJson | null;
+  /** what rounding to the policy's dtypes did, over every probe and forward */
+  rounding: RoundingJson;
+}
+
+export interface RoundingJson {
+  /** values that became +-inf when rounded to their storage dtype */
+  overflowed: number;
+  /** values the policy's clamp-on-overflow clamped */
+  clamped: number;
+  /** the first probe (execution order) where the policy clamped */
+  firstClamped: { probe: ProbeNameJson; layer: number; forward: number } | null;
 }
 
 export interface TraceSummaryJson {
@@ -291,6 +302,7 @@ type MassiveChannelJson = MassiveLayerJson['channels'][number];
 type MassiveSummaryJson = MassiveChannelsJson['channels'][number];
 type ShadowLayerJson = ShadowJson['byLayer'][number];
 type SegmentFirstJson = NonNullable<SegmentSummaryJson['firstNonFinite']>;
+type FirstClampedJson = NonNullable<RoundingJson['firstClamped']>;
 
 /** The runtime description of TraceJson. */
 export const TRACE_JSON_SPEC = obj<TraceJson>({
@@ -367,6 +379,11 @@ export const TRACE_JSON_SPEC = obj<TraceJson>({
       byLayer: array(obj<ShadowLayerJson>({ layer: 'integer', worstRelError: 'jnumber', probe: 'string', forward: 'integer' })),
     }),
   ),
+  rounding: obj<RoundingJson>({
+    overflowed: 'integer',
+    clamped: 'integer',
+    firstClamped: nullable(obj<FirstClampedJson>({ probe: 'string', layer: 'integer', forward: 'integer' })),
+  }),
 });
 
 function check(v: unknown, spec: Spec, path: string, errors: string[]): void {
