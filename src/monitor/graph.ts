@@ -3,7 +3,7 @@
  */
 import type { LlamaProbeName } from './types.js';
 
-/** The per-layer probes in execution order ('scores' is reserved and never reported). */
+/** The per-layer probes in execution order. */
 export const LAYER_PROBES: readonly LlamaProbeName[] = [
   'attn_norm',
   'q',
@@ -11,6 +11,8 @@ export const LAYER_PROBES: readonly LlamaProbeName[] = [
   'v',
   'q_rope',
   'k_rope',
+  'scores',
+  'probs',
   'attn_out',
   'o_proj',
   'residual_1',
@@ -35,8 +37,8 @@ function residualInto(layer: number): ProbeRef {
 /**
  * The probes whose values an op reads (its inputs in the dataflow), for a model of `nLayers`
  * layers: act reads gate and up, down reads act, mlp_norm reads residual_1, residual_1 reads the
- * incoming residual stream and o_proj, attn_out reads q_rope, k_rope and v (and the KV cache of
- * earlier tokens), final_norm reads the last residual_2.
+ * incoming residual stream and o_proj, scores read q_rope and k_rope (and the cached keys), probs
+ * read scores, attn_out reads probs and v, final_norm reads the last residual_2.
  */
 export function probeInputs(name: LlamaProbeName, layer: number, nLayers: number): ProbeRef[] {
   const at = (probe: LlamaProbeName): ProbeRef => ({ probe, layer });
@@ -55,8 +57,10 @@ export function probeInputs(name: LlamaProbeName, layer: number, nLayers: number
       return [at('k')];
     case 'scores':
       return [at('q_rope'), at('k_rope')];
+    case 'probs':
+      return [at('scores')];
     case 'attn_out':
-      return [at('q_rope'), at('k_rope'), at('v')];
+      return [at('probs'), at('v')];
     case 'o_proj':
       return [at('attn_out')];
     case 'residual_1':

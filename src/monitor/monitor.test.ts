@@ -7,10 +7,9 @@ import { performance } from 'node:perf_hooks';
 import { loadModel } from '../models/load.js';
 import { writeTinyModel } from '../models/tiny.js';
 import { segmentSummary } from './analysis.js';
-import { LAYER_PROBES } from './graph.js';
 import { NumericsMonitor } from './monitor.js';
 import { computeStats } from './stats.js';
-import { FAKE_SHAPE, defaultFakeValue, fakeForward, fakeRowShape } from './testing.js';
+import { FAKE_LAYER_PROBES, FAKE_SHAPE, defaultFakeValue, fakeForward, fakeRowShape } from './testing.js';
 import type { LlamaProbeName, ProbeContext, ProbeStats } from './types.js';
 
 const segmentsOf = (p: number) => (p < 3 ? 'text' : p < 5 ? 'image 0' : 'generated');
@@ -26,7 +25,7 @@ test('monitor: one record per (probe, layer) and forward, merged across prefill 
   const [pre, dec] = r.forwards as [(typeof r.forwards)[0], (typeof r.forwards)[0]];
   assert.equal(pre.label, 'prefill');
   assert.deepEqual([pre.firstToken, pre.lastToken, dec.firstToken, dec.lastToken], [0, 4, 5, 5]);
-  const want = ['embeddings@-1', ...[0, 1].flatMap((l) => LAYER_PROBES.map((p) => `${p}@${l}`)), 'final_norm@-1', 'logits@-1'];
+  const want = ['embeddings@-1', ...[0, 1].flatMap((l) => FAKE_LAYER_PROBES.map((p) => `${p}@${l}`)), 'final_norm@-1', 'logits@-1'];
   assert.deepEqual(pre.probes.map((p) => `${p.probe}@${p.layer}`), want);
   assert.deepEqual(dec.probes.map((p) => `${p.probe}@${p.layer}`), want);
   for (let i = 1; i < pre.probes.length; i++) assert.ok(pre.probes[i]!.seq > pre.probes[i - 1]!.seq);
@@ -153,7 +152,7 @@ test('monitor: onStats gets every call; without a ProbeContext positions are cou
   fakeForward(mon.probe, { start: 0, tokens: 5, chunk: 2, noContext: true });
   mon.beginForward();
   fakeForward(mon.probe, { start: 5, tokens: 1, noContext: true });
-  const perChunk = 1 + 2 * LAYER_PROBES.length;
+  const perChunk = 1 + 2 * FAKE_LAYER_PROBES.length;
   assert.equal(seen.length, 3 * perChunk + 2 + perChunk + 2);
   assert.deepEqual(
     seen.filter((s) => s.probe === 'embeddings').map((s) => [s.forward, s.firstToken, s.tokens]),

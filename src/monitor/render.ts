@@ -434,7 +434,7 @@ function legendSvg(stops: readonly string[], left: string, right: string, extra:
 /** Rows of the probe grid: embeddings, the layer probes, final_norm, logits (those seen). */
 function probeRows(stats: ProbeStats[]): LlamaProbeName[] {
   const seen = new Set(stats.map((s) => s.probe));
-  const order: LlamaProbeName[] = ['embeddings', ...LAYER_PROBES, 'scores', 'final_norm', 'logits'];
+  const order: LlamaProbeName[] = ['embeddings', ...LAYER_PROBES, 'final_norm', 'logits'];
   return order.filter((p) => seen.has(p));
 }
 

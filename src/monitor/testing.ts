@@ -66,6 +66,9 @@ export function defaultFakeValue(name: LlamaProbeName, layer: number, token: num
   return Math.sin(1 + i * 0.7 + token * 1.3 + layer * 0.11 + name.length) * (1 + (i % 3));
 }
 
+/** The layer probes fakeForward reports: all but scores and probs, whose width grows with the sequence. */
+export const FAKE_LAYER_PROBES = LAYER_PROBES.filter((p) => p !== 'scores' && p !== 'probs');
+
 /** Calls `probe` as one LlamaSession.forward of `tokens` tokens from position `start` would. */
 export function fakeForward(probe: MonitorProbe, o: FakeForwardOptions): void {
   const s = o.shape ?? FAKE_SHAPE;
@@ -84,7 +87,7 @@ export function fakeForward(probe: MonitorProbe, o: FakeForwardOptions): void {
     const m = Math.min(chunk, o.tokens - from);
     const first = o.start + from;
     call('embeddings', -1, first, m);
-    for (let l = 0; l < s.layers; l++) for (const name of LAYER_PROBES) call(name, l, first, m);
+    for (let l = 0; l < s.layers; l++) for (const name of FAKE_LAYER_PROBES) call(name, l, first, m);
     if (o.allLogits) {
       call('final_norm', -1, first, m);
       call('logits', -1, first, m);

@@ -15,7 +15,7 @@
  * Precision: q is f32, K and V are f32 or f16 (decoded exactly). Dot products, softmax and the
  * weighted sum of V all accumulate in float64 (JS numbers); each output is rounded once to f32.
  */
-import { f16BitsToNumber } from '../core/dtype.js';
+import { type DType, f16BitsToNumber, roundTo } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 
 /**
@@ -47,10 +47,20 @@ export interface AttentionParams {
   window?: number;
   /** float64 scratch of at least (max position + 1) + headDim values; allocated when absent */
   scratch?: Float64Array;
+  /**
+   * store the scores (after scaling) and the probabilities in this dtype, as an engine holding them
+   * in f16 would: each is rounded to f32, then to the dtype (default f32: kept in float64)
+   */
+  scoresDtype?: DType;
+  probsDtype?: DType;
+  /** when given, receives the scores and probabilities as (tokens, nHeads, length); masked positions hold 0 */
+  record?: { scores: Float32Array; probs: Float32Array };
 }
 
 export function attention(p: AttentionParams): void {
-  const { out, q, keys, values, positions, length, nHeads, nKvHeads, headDim, window } = p;
+  const { out, q, keys, values, positions, length, nHeads, nKvHeads, headDim, window, record } = p;
+  const scoresDtype = p.scoresDtype ?? 'f32';
+  const probsDtype = p.probsDtype ?? 'f32';
   const tokens = positions.length;
   if (![nHeads, nKvHeads, headDim].every((n) => Number.isInteger(n) && n > 0) || nHeads % nKvHeads !== 0) {
     fail('shape', `attention: invalid heads ${nHeads}/${nKvHeads} or headDim ${headDim}`);
@@ -72,6 +82,9 @@ export function attention(p: AttentionParams): void {
       fail('shape', `attention: ${name} hold fewer than ${length} positions of ${nKvHeads} x ${headDim}`);
     }
   }
+  if (record && (record.scores.length < tokens * nHeads * length || record.probs.length < tokens * nHeads * length)) {
+    fail('shape', `attention: record needs ${tokens} x ${nHeads} x ${length} values`);
+  }
   let scratch = p.scratch;
   if (scratch === undefined || scratch.length < maxPos + 1 + headDim) scratch = new Float64Array(maxPos + 1 + headDim);
   const scores = scratch;
@@ -90,6 +103,12 @@ export function attention(p: AttentionParams): void {
     for (let h = 0; h < nHeads; h++) {
       const qo = (t * nHeads + h) * headDim;
       const g = Math.floor(h / group);
+      // Recorded rows are (token, head, position); positions outside the visible span hold 0.
+      const ro = (t * nHeads + h) * length;
+      if (record) {
+        record.scores.fill(0, ro, ro + length);
+        record.probs.fill(0, ro, ro + length);
+      }
       // Scores against every visible key, scaled.
       let max = -Infinity;
       for (let j = 0; j < n; j++) {
@@ -97,7 +116,9 @@ export function attention(p: AttentionParams): void {
         let s = 0;
         for (let d = 0; d < headDim; d++) s += q[qo + d]! * (k16 ? f16BitsToNumber(kd[ko + d]!) : kd[ko + d]!);
         s *= scale;
+        if (scoresDtype !== 'f32') s = roundTo(scoresDtype, Math.fround(s));
         scores[j] = s;
+        if (record) record.scores[ro + lo + j] = s;
         if (s > max) max = s;
       }
       // Softmax with the maximum subtracted.
@@ -110,7 +131,9 @@ export function attention(p: AttentionParams): void {
       // Weighted sum of the values.
       acc.fill(0);
       for (let j = 0; j < n; j++) {
-        const a = scores[j]! / sum;
+        let a = scores[j]! / sum;
+        if (probsDtype !== 'f32') a = roundTo(probsDtype, Math.fround(a));
+        if (record) record.probs[ro + lo + j] = a;
         const vo = g * values.headStride + (lo + j) * headDim;
         for (let d = 0; d < headDim; d++) acc[d] += a * (v16 ? f16BitsToNumber(vd[vo + d]!) : vd[vo + d]!);
       }

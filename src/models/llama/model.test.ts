@@ -482,7 +482,7 @@ test('probe: every named op, in order, with its layer and shape; data views the 
     probe: (name, layer, data, shape) => seen.push({ name, layer, shape, copy: data.slice() }),
   });
   const logits = model.newSession().forward(tokens.slice(0, 6));
-  const perLayer = ['attn_norm', 'q', 'k', 'v', 'q_rope', 'k_rope', 'attn_out', 'o_proj', 'residual_1', 'mlp_norm', 'gate', 'up', 'act', 'down', 'residual_2'];
+  const perLayer = ['attn_norm', 'q', 'k', 'v', 'q_rope', 'k_rope', 'scores', 'probs', 'attn_out', 'o_proj', 'residual_1', 'mlp_norm', 'gate', 'up', 'act', 'down', 'residual_2'];
   const chunk = (m: number) => [
     ['embeddings', -1],
     ...[0, 1].flatMap((l) => perLayer.map((n) => [n, l])),
@@ -498,6 +498,15 @@ test('probe: every named op, in order, with its layer and shape; data views the 
   assert.deepEqual(shapeOf('q'), [4, nHeads, headDim]);
   assert.deepEqual(shapeOf('k_rope'), [4, nKvHeads, headDim]);
   assert.deepEqual(shapeOf('act'), [4, hiddenDim]);
+  // scores and probs are (tokens, heads, positions): causal, each probability row sums to 1.
+  assert.deepEqual(shapeOf('scores'), [4, nHeads, 4]);
+  const probs = seen.find((s) => s.name === 'probs')!.copy;
+  for (let t = 0; t < 4; t++)
+    for (let h = 0; h < nHeads; h++) {
+      const row = probs.subarray((t * nHeads + h) * 4, (t * nHeads + h + 1) * 4);
+      assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-6);
+      for (let j = t + 1; j < 4; j++) assert.equal(row[j], 0, 'a token does not see later positions');
+    }
   assert.deepEqual(shapeOf('residual_2'), [4, dim]);
   assert.deepEqual(shapeOf('logits'), [1, vocabSize]);
   assert.deepEqual(seen.at(-1)!.copy, logits);

@@ -37,8 +37,8 @@ import { checkLlamaWeights, type LlamaWeights } from './weights.js';
 
 /**
  * The named intermediates, in forward order. Layer ops report their layer; embeddings,
- * final_norm and logits report layer -1. 'scores' is reserved: the attention op does not expose
- * its scores yet, so it is never reported.
+ * final_norm and logits report layer -1. scores and probs are (tokens, heads, positions), with 0
+ * at the positions a token does not see.
  */
 export const LLAMA_PROBE_NAMES = [
   'embeddings',
@@ -49,6 +49,7 @@ export const LLAMA_PROBE_NAMES = [
   'q_rope',
   'k_rope',
   'scores',
+  'probs',
   'attn_out',
   'o_proj',
   'residual_1',
@@ -94,6 +95,7 @@ const PROBE_ROLES: Record<LlamaProbeName, ActivationRole> = {
   q_rope: 'activation',
   k_rope: 'activation',
   scores: 'activation',
+  probs: 'activation',
   attn_out: 'activation',
   o_proj: 'activation',
   residual_1: 'residual',
@@ -289,7 +291,9 @@ export class LlamaSession {
       this.emit('k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
       // Append the rotated keys and the values to the cache.
       cache.write(l, start, m, kData, s.v);
-      // Causal (GQA, optionally windowed) attention over every cached position.
+      // Causal (GQA, optionally windowed) attention over every cached position; a probe also sees
+      // the scores and probabilities, as (tokens, heads, positions).
+      const record = this.model.probe ? { scores: new Float32Array(m * nHeads * (start + m)), probs: new Float32Array(m * nHeads * (start + m)) } : undefined;
       attention({
         out: s.att,
         q: qData,
@@ -302,7 +306,14 @@ export class LlamaSession {
         headDim,
         ...(c.slidingWindow === undefined ? {} : { window: c.slidingWindow }),
         scratch: s.scores,
+        scoresDtype: this.model.dtypes[l + 1]![PROBE_INDEX.scores]!,
+        probsDtype: this.model.dtypes[l + 1]![PROBE_INDEX.probs]!,
+        ...(record ? { record } : {}),
       });
+      if (record) {
+        this.emit('scores', l, record.scores, [m, nHeads, start + m], start);
+        this.emit('probs', l, record.probs, [m, nHeads, start + m], start);
+      }
       this.emit('attn_out', l, s.att.subarray(0, m * qDim), [m, qDim], start);
       // Output projection.
       linear(s.proj, s.att, m, lw.wo);
