@@ -32,8 +32,9 @@ function assertOnce(counts: number[], what: string): void {
 }
 
 /** Runs a slow job (about `ms` in all) until a worker took part in one; returns the tries. */
+// Up to 100 tries: on a loaded 2-core machine a worker can wait a long time for a core.
 function untilWorkersJoin(ms: number): number {
-  for (let tries = 1; tries <= 20; tries++) {
+  for (let tries = 1; tries <= 100; tries++) {
     const before = poolStats().workerChunks;
     // About 1 ns per spin round: 64 rows of ms/64 each.
     assertOnce(probe(64, { spin: Math.round(ms * 14000) }), 'slow job');
