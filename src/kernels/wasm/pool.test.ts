@@ -31,8 +31,10 @@ function assertOnce(counts: number[], what: string): void {
   assert.equal(bad, -1, `${what}: row ${bad} ran ${counts[bad]} times`);
 }
 
-/** Runs a slow job (about `ms` in all) until a worker took part in one; returns the tries. */
-// Up to 100 tries: on a loaded 2-core machine a worker can wait a long time for a core.
+/**
+ * Runs a slow job (about `ms` in all) until a worker took part in one; returns the tries. Up to 100:
+ * on a loaded 2-core machine a worker can wait a long time for a core.
+ */
 function untilWorkersJoin(ms: number): number {
   for (let tries = 1; tries <= 100; tries++) {
     const before = poolStats().workerChunks;
