@@ -122,3 +122,20 @@ test('loader errors are one clear line', async () => {
   assert.throws(() => ok.logits(Array.from({ length: 17 }, () => 5)), (e: unknown) => e instanceof HalfpipeError && /longer than the context|context/.test(e.message));
   assert.throws(() => ok.logits([1, 100000]), (e: unknown) => e instanceof HalfpipeError);
 });
+
+test('input embeddings replace token embeddings exactly (the hook LLaVA image features use)', async () => {
+  writeTinyModel({ format: 'hf', out: join(dir, 'embeds'), seed: 4 });
+  const m = await loadModel(join(dir, 'embeds'));
+  const { dim } = m.config;
+  const table = m.model.weights.tokenEmbedding;
+  assert.ok(!('kind' in table));
+  const rowOf = (id: number) => Float32Array.from((table as import('../core/tensor.js').Tensor).narrow(0, id, 1).toFloat64Array());
+  const ids = [1, 300, 5, 5, 5, 301, 302];
+  const replaced = [1, 300, 410, 411, 412, 301, 302];
+  const data = new Float32Array(3 * dim);
+  [410, 411, 412].forEach((id, r) => data.set(rowOf(id), r * dim));
+  const viaEmbeddings = m.model.newSession().forward(ids, { allLogits: true, embeddings: [{ at: 2, data }] });
+  assert.deepEqual(viaEmbeddings, m.logits(replaced));
+  assert.notDeepEqual(viaEmbeddings, m.logits(ids));
+  assert.throws(() => m.model.newSession().forward(ids, { embeddings: [{ at: 6, data }] }), /do not fit/);
+});

@@ -123,6 +123,11 @@ export interface LlamaModelOptions {
 export interface ForwardOptions {
   /** return the logits of every token (tokens x vocab) instead of the last one's (vocab) */
   allLogits?: boolean;
+  /**
+   * input embeddings that replace the token embeddings of tokens [at, at + rows) (rows x dim), e.g.
+   * LLaVA's projected image features in place of the image placeholder tokens
+   */
+  embeddings?: ReadonlyArray<{ at: number; data: Float32Array }>;
 }
 
 export class LlamaModel {
@@ -237,6 +242,14 @@ export class LlamaSession {
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) fail('usage', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
     }
     this.cache.checkFits(n);
+    const dim = this.model.config.dim;
+    const spans = opts.embeddings ?? [];
+    for (const { at, data } of spans) {
+      const rows = data.length / dim;
+      if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(at) || at < 0 || at + rows > n) {
+        fail('shape', `input embeddings of ${data.length} values at token ${at} do not fit ${n} tokens of width ${dim}`);
+      }
+    }
 
     const all = opts.allLogits === true;
     const logits = new Float32Array((all ? n : 1) * vocabSize);
@@ -245,7 +258,7 @@ export class LlamaSession {
     const chunk = this.model.prefillChunk;
     for (let from = 0; from < n; from += chunk) {
       const m = Math.min(chunk, n - from);
-      this.forwardChunk(tokens, from, m, seqLen);
+      this.forwardChunk(tokens, from, m, seqLen, spans);
       if (all) this.head(m, 0, m, logits.subarray(from * vocabSize, (from + m) * vocabSize));
       else if (from + m === n) this.head(m, m - 1, 1, logits);
     }
@@ -253,7 +266,7 @@ export class LlamaSession {
   }
 
   /** Runs tokens[from, from + m) through every layer, leaving the residual stream in state.x. */
-  private forwardChunk(tokens: readonly number[], from: number, m: number, seqLen: number): void {
+  private forwardChunk(tokens: readonly number[], from: number, m: number, seqLen: number, spans: NonNullable<ForwardOptions['embeddings']>): void {
     const { config: c, weights: w, rope } = this.model;
     const { dim, nHeads, nKvHeads, headDim, hiddenDim, normEps } = c;
     const s = this.state;
@@ -269,8 +282,13 @@ export class LlamaSession {
     const kData = s.k.data as Float32Array;
     if (s.scores.length < start + m + headDim) s.scores = new Float64Array(Math.max(2 * s.scores.length, start + m + headDim));
 
-    // Token embeddings.
-    for (let i = 0; i < m; i++) embeddingRow(s.x, w.tokenEmbedding, tokens[from + i]!, i * dim);
+    // Token embeddings, or the given input embeddings where a span covers the token.
+    for (let i = 0; i < m; i++) {
+      const t = from + i;
+      const span = spans.find(({ at, data }) => t >= at && t < at + data.length / dim);
+      if (span) s.x.set(span.data.subarray((t - span.at) * dim, (t - span.at + 1) * dim), i * dim);
+      else embeddingRow(s.x, w.tokenEmbedding, tokens[t]!, i * dim);
+    }
     this.emit('embeddings', -1, s.x.subarray(0, m * dim), [m, dim], start);
 
     for (let l = 0; l < c.nLayers; l++) {
