@@ -61,3 +61,26 @@ export { writeGguf } from './formats/gguf/writer.js';
 export { readSafetensorsHeader, loadTensor, writeSafetensors } from './formats/safetensors.js';
 export { openHfCheckpoint } from './formats/checkpoint.js';
 export { snapshotDownload, type HubOptions } from './formats/hub.js';
+
+// ---- numerics --------------------------------------------------------------------------------
+export { parsePolicy, defaultPolicy, POLICY_NAMES, type PrecisionPolicy, type PolicyName } from './precision/policy.js';
+export {
+  NumericsMonitor,
+  type NumericsMonitorOptions,
+  analyze,
+  firstBadOp,
+  massiveChannels,
+  compareShadow,
+  renderTerminalSummary,
+  renderHtml,
+  traceJson,
+  validateTraceJson,
+  type TraceReport,
+  type TraceJson,
+  type ProbeStats,
+  type Analyses,
+} from './monitor/index.js';
+export type { TraceOptions, TraceResult } from './models/load.js';
+export type { ProbeContext } from './models/llama/model.js';
+export type { NonFiniteAction, NumericsGuard } from './generate/generate.js';
+export { setThreads, threadCount } from './kernels/wasm/pool.js';
