@@ -14,19 +14,8 @@ import {
   ulp,
 } from './dtype.js';
 import { HalfpipeError } from './errors.js';
+import { xorshift } from '../testing/helpers.js';
 
-// A seeded xorshift32: the same 10^6 "random" values on every run.
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 const bitsView = new DataView(new ArrayBuffer(8));
 function f32FromBits(u: number): number {

@@ -1,28 +1,11 @@
 /**
  * The LLaMA forward as a graph of probes: which probes feed which, and their execution order.
  */
+import { LLAMA_PROBE_NAMES } from '../models/llama/model.js';
 import type { LlamaProbeName } from './types.js';
 
-/** The per-layer probes in execution order. */
-export const LAYER_PROBES: readonly LlamaProbeName[] = [
-  'attn_norm',
-  'q',
-  'k',
-  'v',
-  'q_rope',
-  'k_rope',
-  'scores',
-  'probs',
-  'attn_out',
-  'o_proj',
-  'residual_1',
-  'mlp_norm',
-  'gate',
-  'up',
-  'act',
-  'down',
-  'residual_2',
-];
+/** The per-layer probes in execution order: the model's, without the ones outside the layers. */
+export const LAYER_PROBES: readonly LlamaProbeName[] = LLAMA_PROBE_NAMES.filter((p) => p !== 'embeddings' && p !== 'final_norm' && p !== 'logits');
 
 export interface ProbeRef {
   probe: LlamaProbeName;

@@ -1,22 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { HalfpipeError } from '../core/errors.js';
 import { chatTemplateFrom, LLAMA2_CHAT_TEMPLATE, LLAMA3_CHAT_TEMPLATE, renderChat } from './chat.js';
 import type { ChatMessage } from './chat.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
 import { tinyVocab } from './tiny-vocab.js';
+import { errorText as code } from '../testing/helpers.js';
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HalfpipeError, `expected a HalfpipeError, got ${String(e)}`);
-    assert.ok(!e.message.includes('\n'), 'one-line message');
-    return `${e.code}: ${e.message}`;
-  }
-  assert.fail('expected an error');
-}
 
 const CONVERSATION: ChatMessage[] = [
   { role: 'system', content: 'You are terse.' },

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { HalfpipeError } from '../core/errors.js';
 import { byteLevelAlphabet } from './byte-level.js';
 import { ggufTokenizer, ggufTokenizerMetaFromKv, TOKEN_TYPE } from './gguf-tokenizer.js';
 import type { GgufTokenizerMeta } from './gguf-tokenizer.js';
+import { errorText as code } from '../testing/helpers.js';
 
 const { NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE } = TOKEN_TYPE;
 
@@ -23,16 +23,6 @@ const SPM: GgufTokenizerMeta = {
                NORMAL, NORMAL, NORMAL, NORMAL, NORMAL, USER_DEFINED, UNUSED],
 };
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HalfpipeError, `expected a HalfpipeError, got ${String(e)}`);
-    assert.ok(!e.message.includes('\n'), 'one-line message');
-    return `${e.code}: ${e.message}`;
-  }
-  assert.fail('expected an error');
-}
 
 test('SPM: hand-computed merges follow the highest score, not the longest piece', () => {
   const t = ggufTokenizer(SPM);

@@ -4,23 +4,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { HalfpipeError } from '../core/errors.js';
 import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab } from './tiny-vocab.js';
 import { hfTokenizerFromJson, loadHfTokenizer } from './tokenizer.js';
+import { errorText as code } from '../testing/helpers.js';
 
 const llama = tinyVocab('llama');
 const gpt2 = tinyVocab('gpt2');
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HalfpipeError, `expected a HalfpipeError, got ${String(e)}`);
-    assert.ok(!e.message.includes('\n'), 'one-line message');
-    return `${e.code}: ${e.message}`;
-  }
-  assert.fail('expected an error');
-}
 
 const ROUND_TRIP = [
   'The lighthouse keeper climbed 154 steps.',

@@ -5,20 +5,10 @@ import { f16BitsToNumber, roundTo } from '../../core/dtype.js';
 import { HalfpipeError } from '../../core/errors.js';
 import { dequantize, dequantizeToF32, dotQuantRow, quantize } from './quants.js';
 import { GGML_TYPES, type GgmlType, rowBytes, SUPPORTED_GGML_TYPES } from './types.js';
+import { xorshift } from '../../testing/helpers.js';
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 /** f16 bits of a value that is exactly representable in f16 (the test's scales are powers of two etc.). */
 function f16(v: number): [number, number] {

@@ -1,0 +1,28 @@
+/** Helpers shared by the test files (not part of the public API). */
+import assert from 'node:assert/strict';
+import { HalfpipeError } from '../core/errors.js';
+
+/** A seeded xorshift32 generator of uint32 values: the same sequence on every run. */
+export function xorshift(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+/** Runs fn, which must throw a one-line HalfpipeError; returns "code: message". */
+export function errorText(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof HalfpipeError, `expected a HalfpipeError, got ${String(e)}`);
+    assert.ok(!e.message.includes('\n'), 'one-line message');
+    return `${e.code}: ${e.message}`;
+  }
+  assert.fail('expected an error');
+}
