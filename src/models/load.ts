@@ -31,6 +31,11 @@ export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefil
   dtype?: DType;
   /** options for Hub ids */
   hub?: HubOptions;
+  /**
+   * LLaVA from GGUF: the mmproj GGUF to pair with a text GGUF; default: an `mmproj*.gguf` beside it
+   * (see llava/load.ts); false: load the text model alone
+   */
+  mmproj?: string | false;
 }
 
 export interface ModelInfo {
@@ -193,7 +198,7 @@ function countParameters(w: LlamaWeights): { parameters: number; weightTypes: Re
 }
 
 /** The weight dtype asked for: --dtype, else the policy's. */
-function weightDtype(opts: LoadOptions): DType | undefined {
+export function weightDtype(opts: LoadOptions): DType | undefined {
   return opts.dtype ?? (opts.policy === undefined ? undefined : parsePolicy(opts.policy).weights);
 }
 
@@ -241,7 +246,7 @@ function loadGguf(path: string, opts: LoadOptions): TextModel {
 }
 
 /** Float matrices converted to `dtype` (quantized ones stay); each replaces the loaded one. */
-function convertFloatWeights(w: LlamaWeights, dtype: DType | undefined): LlamaWeights {
+export function convertFloatWeights(w: LlamaWeights, dtype: DType | undefined): LlamaWeights {
   if (!dtype) return w;
   const to = (m: Matrix): Matrix => (m instanceof Tensor ? m.to(dtype) : m);
   const tokenEmbedding = to(w.tokenEmbedding);
@@ -253,7 +258,7 @@ function convertFloatWeights(w: LlamaWeights, dtype: DType | undefined): LlamaWe
   };
 }
 
-function assemble(
+export function assemble(
   source: 'hf' | 'gguf',
   path: string,
   config: LlamaConfig,
@@ -295,8 +300,18 @@ export function isHubId(s: string): boolean {
 
 /** Loads a model from a directory, a .gguf file, or a Hub id. */
 export async function loadModel(pathOrId: string, opts: LoadOptions = {}): Promise<TextModel> {
-  if (isHubId(pathOrId)) return loadHf(await snapshotDownload(pathOrId, opts.hub ?? {}), opts);
+  // LLaVA is imported lazily: llava/model.ts extends TextModel, so a static import would be a cycle.
+  const hfDir = async (dir: string): Promise<TextModel> => {
+    const llava = await import('./llava/load.js');
+    return llava.isLlavaDir(dir) ? llava.loadLlavaHf(dir, opts) : loadHf(dir, opts);
+  };
+  if (isHubId(pathOrId)) return hfDir(await snapshotDownload(pathOrId, opts.hub ?? {}));
   if (!existsSync(pathOrId)) fail('config', `no such model: ${pathOrId} (a checkpoint directory, a .gguf file or an org/name Hub id)`);
-  if (statSync(pathOrId).isDirectory()) return loadHf(pathOrId, opts);
+  if (statSync(pathOrId).isDirectory()) return hfDir(pathOrId);
+  if (opts.mmproj !== false) {
+    const llava = await import('./llava/load.js');
+    const mmproj = opts.mmproj ?? llava.findMmproj(pathOrId);
+    if (mmproj !== undefined) return llava.loadLlavaGguf(pathOrId, mmproj, opts);
+  }
   return loadGguf(pathOrId, opts);
 }

@@ -19,6 +19,7 @@ import { Rng } from '../generate/rng.js';
 import { LLAMA2_CHAT_TEMPLATE, LLAMA3_CHAT_TEMPLATE } from '../text/chat.js';
 import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab, type TinyVocab, type TinyVocabKind } from '../text/tiny-vocab.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
+import { writeTinyLlava } from './llava/tiny.js';
 import { applyStress, stressGgufMetadata, stressHfDefaults, type StressInfo, type StressKind } from './stress.js';
 
 export const TINY_QUANTS = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
@@ -26,6 +27,8 @@ export type TinyQuant = (typeof TINY_QUANTS)[number];
 const K_QUANTS: readonly string[] = ['Q4_K', 'Q5_K', 'Q6_K'];
 
 export interface TinyOptions {
+  /** 'llama' (default) or 'llava': a tiny LLaVA-1.5 (see llava/tiny.ts) */
+  arch?: 'llama' | 'llava';
   /** 'hf' writes a checkpoint directory at `out`; 'gguf' writes one .gguf file at `out` */
   format: 'hf' | 'gguf';
   out: string;
@@ -53,7 +56,7 @@ export interface TinyModel {
 }
 
 /** The HF config of a tiny model; K-quants need row lengths that are multiples of 256. */
-function tinyHfConfig(vocab: TinyVocab, quant: TinyQuant | undefined, set: Record<string, unknown>): Record<string, unknown> {
+export function tinyHfConfig(vocab: TinyVocab, quant: TinyQuant | undefined, set: Record<string, unknown>): Record<string, unknown> {
   const wide = quant !== undefined && K_QUANTS.includes(quant);
   return {
     architectures: ['LlamaForCausalLM'],
@@ -76,7 +79,7 @@ function tinyHfConfig(vocab: TinyVocab, quant: TinyQuant | undefined, set: Recor
 }
 
 /** Normal(0, std) values from the seeded generator (Box-Muller). */
-function normal(rng: Rng, count: number, std: number): Float64Array {
+export function normal(rng: Rng, count: number, std: number): Float64Array {
   const out = new Float64Array(count);
   for (let i = 0; i < count; i += 2) {
     const u = 1 - rng.nextFloat();
@@ -89,7 +92,7 @@ function normal(rng: Rng, count: number, std: number): Float64Array {
 }
 
 /** HF-named weights, (out, in) row-major, float64; scales keep activations and logits O(1). */
-function randomWeights(c: LlamaConfig, seed: number): Map<string, { shape: number[]; values: Float64Array }> {
+export function randomWeights(c: LlamaConfig, seed: number): Map<string, { shape: number[]; values: Float64Array }> {
   const rng = new Rng(seed);
   const weights = new Map<string, { shape: number[]; values: Float64Array }>();
   const matrix = (name: string, rows: number, cols: number, std = 1 / Math.sqrt(cols)) =>
@@ -145,7 +148,7 @@ const GGUF_NAMES: Record<string, string> = {
   'mlp.down_proj': 'ffn_down',
 };
 
-function ggufName(hfName: string): string {
+export function ggufName(hfName: string): string {
   if (GGUF_NAMES[hfName]) return GGUF_NAMES[hfName];
   const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(hfName)!;
   return `blk.${m[1]}.${GGUF_NAMES[m[2]!]}.weight`;
@@ -155,7 +158,7 @@ const u32 = (value: number): GgufTypedValue => ({ type: 'u32', value });
 const f32 = (value: number): GgufTypedValue => ({ type: 'f32', value });
 const str = (value: string): GgufTypedValue => ({ type: 'string', value });
 
-function ggufMetadata(c: LlamaConfig, hf: Record<string, unknown>, vocab: TinyVocab, template: string): Array<[string, GgufTypedValue]> {
+export function ggufMetadata(c: LlamaConfig, hf: Record<string, unknown>, vocab: TinyVocab, template: string): Array<[string, GgufTypedValue]> {
   const meta: Array<[string, GgufTypedValue]> = [
     ['general.architecture', str('llama')],
     ['general.name', str('halfpipe tiny llama')],
@@ -200,6 +203,7 @@ function ggufMetadata(c: LlamaConfig, hf: Record<string, unknown>, vocab: TinyVo
 
 /** Writes a tiny model; returns where and which config. */
 export function writeTinyModel(opts: TinyOptions): TinyModel {
+  if (opts.arch === 'llava') return writeTinyLlava(opts);
   const dtype = opts.dtype ?? 'f32';
   const seed = opts.seed ?? 0;
   if (opts.quant && opts.format !== 'gguf') fail('usage', `--quant ${opts.quant} needs --format gguf (HF checkpoints hold f32, f16 or bf16)`);
