@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 import omggif from 'omggif';
-import { decodeImage, detectFormat } from './image.js';
+import { applyOrientation, decodeImage, detectFormat, jpegExifOrientation } from './image.js';
 
 /** A HalfpipeError with a one-line message matching `re`. */
 function oneLineError(re: RegExp) {
@@ -120,6 +120,53 @@ test('WebP: lossy, lossless and extended (alpha) files decode; alpha is dropped'
   assert.deepEqual([alpha.width, alpha.height], [1, 1]);
 });
 
+/**
+ * A lossless WebP (VP8L) built bit by bit: no transforms, no colour cache, five "simple" prefix
+ * codes: green has two symbols {0, 255} (one bit per pixel), red/blue/alpha one symbol each
+ * (zero bits), distance one symbol. `greens[i]` picks 0 or 255 for pixel i.
+ */
+function buildVp8l(w: number, h: number, greens: number[], red: number, blue: number, alpha: number): Buffer {
+  const bits: number[] = [];
+  const put = (v: number, n: number) => {
+    for (let i = 0; i < n; i++) bits.push((v >>> i) & 1);
+  };
+  put(w - 1, 14);
+  put(h - 1, 14);
+  put(alpha === 255 ? 0 : 1, 1); // alpha_is_used hint
+  put(0, 3); // version
+  put(0, 1); // no transform
+  put(0, 1); // no colour cache
+  put(0, 1); // no meta prefix codes
+  put(1, 1), put(1, 1), put(0, 1), put(0, 1), put(255, 8); // green: simple, 2 symbols: 0 (1-bit form), 255
+  for (const v of [red, blue, alpha]) put(1, 1), put(0, 1), put(1, 1), put(v, 8); // simple, 1 symbol, 8-bit form
+  put(1, 1), put(0, 1), put(0, 1), put(0, 1); // distance: simple, 1 symbol, 1-bit form: 0
+  for (const g of greens) put(g ? 1 : 0, 1);
+  const body = [0x2f];
+  for (let i = 0; i < bits.length; i += 8) {
+    let b = 0;
+    for (let j = 0; j < 8 && i + j < bits.length; j++) b |= bits[i + j]! << j;
+    body.push(b);
+  }
+  const size = body.length;
+  if (size % 2) body.push(0);
+  const hdr = Buffer.alloc(20);
+  hdr.write('RIFF', 0);
+  hdr.writeUInt32LE(4 + 8 + body.length, 4);
+  hdr.write('WEBP', 8);
+  hdr.write('VP8L', 12);
+  hdr.writeUInt32LE(size, 16);
+  return Buffer.concat([hdr, Buffer.from(body)]);
+}
+
+test('WebP: a hand-built lossless image decodes pixel-exactly; alpha 0 keeps the colour', () => {
+  const greens = [0, 1, 1, 0, 1, 0];
+  const img = decodeImage(buildVp8l(3, 2, greens, 200, 50, 255));
+  assert.deepEqual([img.width, img.height], [3, 2]);
+  assert.deepEqual([...img.data], greens.flatMap((g) => [200, g ? 255 : 0, 50]));
+  const transparent = decodeImage(buildVp8l(3, 2, greens, 10, 20, 0));
+  assert.deepEqual([...transparent.data], greens.flatMap((g) => [10, g ? 255 : 0, 20]));
+});
+
 test('data URIs (base64 and percent-encoded) and file paths', () => {
   const png = encodePng(RGBA, W, H);
   const uri = `data:image/png;base64,${png.toString('base64')}`;
@@ -140,6 +187,7 @@ test('data URIs (base64 and percent-encoded) and file paths', () => {
     assert.deepEqual([...decodeImage(path).data], RGB);
     assert.throws(() => decodeImage(join(dir, 'missing.png')), oneLineError(/cannot read image .*ENOENT/));
     assert.throws(() => decodeImage(dir), oneLineError(/not a regular file/));
+    assert.throws(() => decodeImage('https://example.com/cat.png'), oneLineError(/URLs are not fetched/));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -193,6 +241,12 @@ test('absurd dimensions are rejected from the header, before decoding', () => {
   // JPEG: SOI, SOF0 claiming 60000x60000, nothing else
   const sof = Buffer.from('ffd8ffc0000b08ea60ea60010111 00'.replace(/ /g, ''), 'hex');
   assert.throws(() => decodeImage(sof), oneLineError(/jpeg image 60000x60000 is too large/));
+  // GIF whose first frame claims far more pixels than the canvas (omggif would allocate them)
+  const frameBomb = Buffer.from(encodeGif());
+  const desc = frameBomb.indexOf(0x2c, 13 + 4 * 3); // image descriptor after header + 4-colour palette
+  frameBomb.writeUInt16LE(65535, desc + 5);
+  frameBomb.writeUInt16LE(65535, desc + 7);
+  assert.throws(() => decodeImage(frameBomb), oneLineError(/corrupt gif image: first frame 65535x65535 is too large/));
   const zero = Buffer.from(encodePng(RGBA, W, H));
   zero.writeUInt32BE(0, 16);
   assert.throws(() => decodeImage(zero), oneLineError(/invalid size 0x2/));
@@ -205,6 +259,7 @@ test('fuzz: mutated images either decode or throw a one-line HalfpipeError', () 
     encodeGif(),
     Buffer.from(WEBP_LOSSY, 'base64'),
     Buffer.from(WEBP_LOSSLESS, 'base64'),
+    buildVp8l(3, 2, [0, 1, 1, 0, 1, 0], 200, 50, 255),
   ];
   fc.assert(
     fc.property(
@@ -225,4 +280,75 @@ test('fuzz: mutated images either decode or throw a one-line HalfpipeError', () 
     ),
     { numRuns: 400 },
   );
+});
+
+/** APP1 Exif segment with a little- or big-endian IFD0 holding only the Orientation tag. */
+function exifApp1(orientation: number, littleEndian: boolean): Buffer {
+  const t = Buffer.alloc(8 + 2 + 12 + 4);
+  if (littleEndian) {
+    t.write('II', 0);
+    t.writeUInt16LE(42, 2);
+    t.writeUInt32LE(8, 4);
+    t.writeUInt16LE(1, 8);
+    t.writeUInt16LE(0x0112, 10);
+    t.writeUInt16LE(3, 12);
+    t.writeUInt32LE(1, 14);
+    t.writeUInt16LE(orientation, 18);
+  } else {
+    t.write('MM', 0);
+    t.writeUInt16BE(42, 2);
+    t.writeUInt32BE(8, 4);
+    t.writeUInt16BE(1, 8);
+    t.writeUInt16BE(0x0112, 10);
+    t.writeUInt16BE(3, 12);
+    t.writeUInt32BE(1, 14);
+    t.writeUInt16BE(orientation, 18);
+  }
+  const payload = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), t]);
+  const head = Buffer.from([0xff, 0xe1, 0, 0]);
+  head.writeUInt16BE(payload.length + 2, 2);
+  return Buffer.concat([head, payload]);
+}
+
+test('EXIF orientation: read from JPEG APP1, applied only when asked, as PIL exif_transpose', () => {
+  // 2x1 image: left red, right blue (large blocks so JPEG keeps the colours apart)
+  const w = 32;
+  const h = 16;
+  const rgba = new Uint8Array(w * h * 4);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) rgba.set(x < 16 ? [255, 0, 0, 255] : [0, 0, 255, 255], (y * w + x) * 4);
+  }
+  const plain = jpeg.encode({ width: w, height: h, data: rgba }, 95).data;
+  const withExif = (o: number, le: boolean) => Buffer.concat([plain.subarray(0, 2), exifApp1(o, le), plain.subarray(2)]);
+  assert.equal(jpegExifOrientation(plain), 1);
+  assert.equal(jpegExifOrientation(withExif(6, true)), 6);
+  assert.equal(jpegExifOrientation(withExif(8, false)), 8);
+  // default: not applied
+  const raw = decodeImage(withExif(6, true));
+  assert.deepEqual([raw.width, raw.height], [32, 16]);
+  // 6 = rotate 90 degrees clockwise: red (left) ends up on top
+  const rot = decodeImage(withExif(6, true), { exifTranspose: true });
+  assert.deepEqual([rot.width, rot.height], [16, 32]);
+  assert.ok(rot.data[(4 * 16 + 8) * 3]! > 200 && rot.data[(4 * 16 + 8) * 3 + 2]! < 50, 'top is red');
+  assert.ok(rot.data[(28 * 16 + 8) * 3 + 2]! > 200, 'bottom is blue');
+  // 8 = rotate 90 counter-clockwise: blue (right) ends up on top
+  const ccw = decodeImage(withExif(8, false), { exifTranspose: true });
+  assert.ok(ccw.data[(4 * 16 + 8) * 3 + 2]! > 200, 'top is blue');
+});
+
+test('applyOrientation matches the eight EXIF transforms on a 3x2 pattern', () => {
+  // pixel value = 10 * row + column, in the red channel
+  const img = { width: 3, height: 2, data: new Uint8Array([0, 0, 0, 1, 0, 0, 2, 0, 0, 10, 0, 0, 11, 0, 0, 12, 0, 0]) };
+  const red = (o: number) => {
+    const r = applyOrientation(img, o);
+    return { w: r.width, h: r.height, v: [...r.data].filter((_, i) => i % 3 === 0) };
+  };
+  assert.deepEqual(red(1), { w: 3, h: 2, v: [0, 1, 2, 10, 11, 12] });
+  assert.deepEqual(red(2), { w: 3, h: 2, v: [2, 1, 0, 12, 11, 10] });
+  assert.deepEqual(red(3), { w: 3, h: 2, v: [12, 11, 10, 2, 1, 0] });
+  assert.deepEqual(red(4), { w: 3, h: 2, v: [10, 11, 12, 0, 1, 2] });
+  assert.deepEqual(red(5), { w: 2, h: 3, v: [0, 10, 1, 11, 2, 12] });
+  assert.deepEqual(red(6), { w: 2, h: 3, v: [10, 0, 11, 1, 12, 2] }); // clockwise
+  assert.deepEqual(red(7), { w: 2, h: 3, v: [12, 2, 11, 1, 10, 0] });
+  assert.deepEqual(red(8), { w: 2, h: 3, v: [2, 12, 1, 11, 0, 10] }); // counter-clockwise
 });

@@ -11,8 +11,9 @@
  *  - JPEG is decoded by jpeg-js, whose IDCT/upsampling may differ from libjpeg by a level or two;
  *  - 16-bit PNGs are scaled to 8 bits by pngjs (PIL opens 16-bit RGB as the high byte, and 16-bit
  *    grey as mode I;16, whose RGB conversion clips rather than scales);
- *  - EXIF orientation is not applied (HF's `load_image` applies `exif_transpose`; a plain
- *    `Image.open(...).convert('RGB')` does not).
+ *  - EXIF orientation is NOT applied by default, like a plain `Image.open(...).convert('RGB')`;
+ *    pass `{ exifTranspose: true }` to rotate/flip JPEGs as HF's `load_image` (PIL's
+ *    `ImageOps.exif_transpose`) does. Orientation in PNG eXIf / WebP EXIF chunks is not read.
  *
  * Every failure is a one-line HalfpipeError; dimensions are read from the header and checked
  * before any pixel buffer is allocated.
@@ -222,6 +223,8 @@ function decodeGif(b: Uint8Array, width: number, height: number): RgbImage {
     reader = new omggif.GifReader(b);
     if (reader.numFrames() < 1) throw new Error('no frames');
     const f = reader.frameInfo(0);
+    // omggif allocates one byte per frame pixel before blitting; a frame may claim more than the canvas.
+    if (f.width * f.height > MAX_IMAGE_PIXELS) throw new Error(`first frame ${f.width}x${f.height} is too large`);
     // Prefill with the colour Pillow gives uncovered / transparent pixels of the first frame.
     const fillIndex = f.transparent_index ?? 0;
     let fill = [0, 0, 0];
@@ -285,6 +288,9 @@ function readInput(input: string | Buffer | Uint8Array): Uint8Array {
     return input;
   }
   if (/^data:/i.test(input)) return dataUriBytes(input);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(input)) {
+    fail('usage', `cannot read image ${JSON.stringify(input.slice(0, 100))}: URLs are not fetched; pass a file path, a data URI or bytes`);
+  }
   let size: number;
   try {
     const st = statSync(input);
@@ -304,19 +310,98 @@ function readInput(input: string | Buffer | Uint8Array): Uint8Array {
   }
 }
 
+/** EXIF orientation (1..8) of a JPEG from its APP1 "Exif" segment; 1 when absent or unreadable. */
+export function jpegExifOrientation(b: Uint8Array): number {
+  let i = 2;
+  while (i + 4 <= b.length && b[i] === 0xff) {
+    const m = b[i + 1]!;
+    if (m === 0xda || m === 0xd9) break;
+    if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7) || m === 0xff) {
+      i += m === 0xff ? 1 : 2;
+      continue;
+    }
+    const len = be16(b, i + 2);
+    if (len < 2) break;
+    const seg = i + 4;
+    if (m === 0xe1 && startsWith(b, [0x45, 0x78, 0x69, 0x66, 0, 0], seg) && seg + len - 2 <= b.length) {
+      return tiffOrientation(b.subarray(seg + 6, seg + len - 2));
+    }
+    i += 2 + len;
+  }
+  return 1;
+}
+
+function tiffOrientation(t: Uint8Array): number {
+  if (t.length < 8) return 1;
+  const le = t[0] === 0x49 && t[1] === 0x49;
+  if (!le && !(t[0] === 0x4d && t[1] === 0x4d)) return 1;
+  const u16 = (o: number) => (le ? le16(t, o) : be16(t, o));
+  const u32 = (o: number) => (le ? (t[o]! | (t[o + 1]! << 8) | (t[o + 2]! << 16)) + t[o + 3]! * 2 ** 24 : be32(t, o));
+  const ifd = u32(4);
+  if (ifd + 2 > t.length) return 1;
+  const n = u16(ifd);
+  for (let k = 0; k < n; k++) {
+    const e = ifd + 2 + k * 12;
+    if (e + 12 > t.length) return 1;
+    if (u16(e) === 0x0112 && u16(e + 2) === 3) {
+      const v = u16(e + 8);
+      return v >= 1 && v <= 8 ? v : 1;
+    }
+  }
+  return 1;
+}
+
+/** Apply an EXIF orientation the way PIL's ImageOps.exif_transpose does. */
+export function applyOrientation(img: RgbImage, orientation: number): RgbImage {
+  if (orientation <= 1 || orientation > 8) return img;
+  const { width: W, height: H } = img;
+  const swap = orientation >= 5;
+  const ow = swap ? H : W;
+  const oh = swap ? W : H;
+  const out = new Uint8Array(img.data.length);
+  for (let y = 0; y < oh; y++) {
+    for (let x = 0; x < ow; x++) {
+      let sx: number;
+      let sy: number;
+      switch (orientation) {
+        case 2: sx = W - 1 - x; sy = y; break; // FLIP_LEFT_RIGHT
+        case 3: sx = W - 1 - x; sy = H - 1 - y; break; // ROTATE_180
+        case 4: sx = x; sy = H - 1 - y; break; // FLIP_TOP_BOTTOM
+        case 5: sx = y; sy = x; break; // TRANSPOSE
+        case 6: sx = y; sy = H - 1 - x; break; // ROTATE_270 (90 degrees clockwise)
+        case 7: sx = W - 1 - y; sy = H - 1 - x; break; // TRANSVERSE
+        default: sx = W - 1 - y; sy = x; break; // 8: ROTATE_90 (counter-clockwise)
+      }
+      const s = (sy * W + sx) * 3;
+      const o = (y * ow + x) * 3;
+      out[o] = img.data[s]!;
+      out[o + 1] = img.data[s + 1]!;
+      out[o + 2] = img.data[s + 2]!;
+    }
+  }
+  return { width: ow, height: oh, data: out };
+}
+
+export interface DecodeOptions {
+  /** Rotate/flip JPEGs by their EXIF orientation (HF load_image behaviour). Default false. */
+  exifTranspose?: boolean;
+}
+
 /**
  * Decode a JPEG, PNG, WebP or GIF (first frame) given as a file path, a `data:image/...;base64,`
  * URI, or raw bytes, into 8-bit RGB (alpha dropped, as PIL's convert('RGB')).
  */
-export function decodeImage(input: string | Buffer | Uint8Array): RgbImage {
+export function decodeImage(input: string | Buffer | Uint8Array, opts: DecodeOptions = {}): RgbImage {
   const bytes = readInput(input);
   const format = detectFormat(bytes);
   if (format === null) fail('usage', `unsupported image format: ${describeMagic(bytes)}; ${SUPPORTED}`);
   const { width, height } = probeSize(bytes, format);
   checkDims(format, width, height);
   switch (format) {
-    case 'jpeg':
-      return decodeJpeg(bytes, width, height);
+    case 'jpeg': {
+      const img = decodeJpeg(bytes, width, height);
+      return opts.exifTranspose ? applyOrientation(img, jpegExifOrientation(bytes)) : img;
+    }
     case 'png':
       return decodePng(bytes, width, height);
     case 'webp':
