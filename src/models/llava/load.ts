@@ -17,7 +17,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fail } from '../../core/errors.js';
-import { openHfCheckpoint } from '../../formats/checkpoint.js';
+import { openHfCheckpoint, readJsonObject } from '../../formats/checkpoint.js';
 import { readGguf } from '../../formats/gguf/reader.js';
 import { loadTensor } from '../../formats/safetensors.js';
 import { chatTemplateFrom } from '../../text/chat.js';
@@ -98,7 +98,7 @@ export function loadLlavaHf(dir: string, opts: LoadOptions): LlavaModel {
   const weights: LlamaWeights = { tokenEmbedding, layers, finalNorm: vector('norm.weight'), output };
   if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
   const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
-  const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : chatTemplateFrom(ckpt.tokenizerConfig);
+  const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : (chatTemplateFrom(ckpt.tokenizerConfig) ?? processorChatTemplate(dir));
   const textModel = assemble('hf', dir, { ...text, tiedEmbeddings: output === tokenEmbedding }, weights, tokenizer, template, opts);
 
   const getTensor = (name: string) => loadTensor(get(name));
@@ -115,6 +115,15 @@ export function loadLlavaHf(dir: string, opts: LoadOptions): LlavaModel {
   const encoder = new ClipImageEncoder(vm.vision, vm.projector, processor, next);
   const arch = config.arch === 'llava' ? 'LlavaForConditionalGeneration' : 'LlavaNextForConditionalGeneration';
   return LlavaModel.fromText(textModel, config, encoder, arch, tokenizerHasImageToken(tokenizer, config.imageTokenId));
+}
+
+/** llava-hf repos keep the (processor's) chat template in chat_template.json: {"chat_template": "..."}. */
+function processorChatTemplate(dir: string): string | undefined {
+  const file = join(dir, 'chat_template.json');
+  if (!existsSync(file)) return undefined;
+  const t = readJsonObject(file)['chat_template'];
+  if (typeof t !== 'string') fail('config', `${file}: chat_template must be a string`);
+  return t;
 }
 
 /** Whether `<image>` tokenizes to exactly `id`. */

@@ -187,12 +187,25 @@ function ggufData(values: Float64Array, dtype: DType): { type: 'F32' | 'F16' | '
   return { type: ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[dtype], data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
 }
 
-/** Writes the tiny LLaVA (see the file comment). `opts.set` overrides text_config keys. */
-export function writeTinyLlava(opts: TinyOptions): TinyModel & { mmproj?: string; imageTokenId: number } {
+/** The anyres resolutions of the tiny LLaVA-NeXT: 1x2, 2x1 and 2x2 grids of 56 px tiles. */
+export const TINY_NEXT_PINPOINTS: Array<[number, number]> = [
+  [56, 112],
+  [112, 56],
+  [112, 112],
+];
+
+/**
+ * Writes the tiny LLaVA (see the file comment). `opts.set` overrides text_config keys. `variant`
+ * 'llava_next' writes a LlavaNextForConditionalGeneration HF directory instead (same towers, plus
+ * image_newline and image_grid_pinpoints; not available as GGUF).
+ */
+export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next' = 'llava'): TinyModel & { mmproj?: string; imageTokenId: number } {
   const dtype = opts.dtype ?? 'f32';
   const seed = opts.seed ?? 0;
   if (opts.quant) fail('usage', '--quant is not supported with --arch llava');
   if (opts.stress) fail('usage', '--stress is not supported with --arch llava');
+  const isNext = variant === 'llava_next';
+  if (isNext && opts.format !== 'hf') fail('usage', 'the tiny LLaVA-NeXT is written as an HF directory only');
   const vocab = tinyLlavaVocab(opts.vocab ?? 'llama');
   const imageTokenId = vocab.tokens.length - 1;
   const textHf = { ...tinyHfConfig(vocab, undefined, opts.set ?? {}), model_type: 'llama' };
@@ -213,6 +226,12 @@ export function writeTinyLlava(opts: TinyOptions): TinyModel & { mmproj?: string
     tie_word_embeddings: false,
     torch_dtype: 'float32',
   };
+  if (isNext) {
+    hf['architectures'] = ['LlavaNextForConditionalGeneration'];
+    hf['model_type'] = 'llava_next';
+    hf['image_grid_pinpoints'] = TINY_NEXT_PINPOINTS;
+    delete hf['image_seq_length'];
+  }
   const textWeights = randomWeights(text, seed);
   const visionWeights = randomVisionWeights(visionHf, text.dim, seed);
   const template = LLAVA_CHAT_TEMPLATE;
@@ -224,7 +243,15 @@ export function writeTinyLlava(opts: TinyOptions): TinyModel & { mmproj?: string
     json('generation_config.json', tinyGenerationConfig(vocab));
     json('tokenizer.json', tinyTokenizerJson(vocab));
     json('tokenizer_config.json', tinyTokenizerConfig(vocab, template));
-    json('preprocessor_config.json', clipPreprocessorConfig(visionHf['image_size'] as number));
+    const size = visionHf['image_size'] as number;
+    json(
+      'preprocessor_config.json',
+      isNext ? { ...clipPreprocessorConfig(size), image_processor_type: 'LlavaNextImageProcessor', image_grid_pinpoints: TINY_NEXT_PINPOINTS } : clipPreprocessorConfig(size),
+    );
+    if (isNext) {
+      const rng = new Rng(seed ^ 0x1e57);
+      visionWeights.set('image_newline', { shape: [text.dim], values: normal(rng, text.dim, 1) });
+    }
     const tensors = [
       ...[...textWeights].map(([name, w]) => ({ name: `language_model.${name}`, tensor: Tensor.fromValues(w.values, w.shape, dtype) })),
       ...[...visionWeights].map(([name, w]) => ({ name, tensor: Tensor.fromValues(w.values, w.shape, w.shape.length === 1 ? 'f32' : dtype) })),
