@@ -84,3 +84,11 @@ export type { TraceOptions, TraceResult } from './models/load.js';
 export type { ProbeContext } from './models/llama/model.js';
 export type { NonFiniteAction, NumericsGuard } from './generate/generate.js';
 export { setThreads, threadCount } from './kernels/wasm/pool.js';
+
+// ---- LLaVA -----------------------------------------------------------------------------------
+export { LlavaModel, type LlavaGenerateOptions, type ImageInput } from './models/llava/model.js';
+export { llavaConfigFromHf, type LlavaConfig } from './models/llava/config.js';
+export { ClipVisionModel, LlavaProjector } from './models/clip/model.js';
+export { decodeImage, type RgbImage } from './vision/image.js';
+export { preprocess, imageProcessorFromConfig, anyresPatches } from './vision/preprocess.js';
+export { resizeBicubic } from './vision/resample.js';

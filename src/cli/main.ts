@@ -41,7 +41,8 @@ function modelOptions(cmd: Command): Command {
     .addOption(new Option('--dtype <dtype>', 'storage dtype for an HF checkpoint\'s weights').choices(['f32', 'f16', 'bf16']))
     .addOption(new Option('--kv-cache <dtype>', 'KV cache dtype').choices(['f32', 'f16']))
     .option('--policy <policy>', "precision policy: f32, naive-f16, safe-f16 or bf16, then optional ,pattern=dtype overrides and ,clamp (default: safe-f16 for f16 weights, else f32)")
-    .option('--offline', 'never use the network (HF cache only)');
+    .option('--offline', 'never use the network (HF cache only)')
+    .option('--mmproj <path>', "the mmproj GGUF of a LLaVA text GGUF (default: an mmproj*.gguf beside it; 'none' loads the text model alone)");
 }
 
 function samplingOptions(cmd: Command): Command {
@@ -88,7 +89,8 @@ export function buildProgram(): Command {
         .description('generate text from a prompt, streamed to stdout')
         .option('--prompt <text>', 'the prompt text (BOS added as the tokenizer says)')
         .option('--prompt-ids <ids>', 'raw comma-separated token ids (no BOS added)')
-        .option('--chat', "wrap the prompt as a user turn in the model's chat template"),
+        .option('--chat', "wrap the prompt as a user turn in the model's chat template")
+        .option('--image <path>', 'an image for a LLaVA model: a file or a data: URI (repeatable); placed at <image> in the prompt, else before it', collect),
     ),
   )
     .option('--logprobs <k>', 'report the top k log-probabilities per step (with --json)', nonNegativeInt)
@@ -121,13 +123,15 @@ export function buildProgram(): Command {
   program
     .command('tiny')
     .description('write a small random-weights model with a working tokenizer, deterministically')
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['llama']).default('llama'))
+    .addOption(new Option('--arch <arch>', 'architecture').choices(['llama', 'llava']).default('llama'))
     .requiredOption('--out <path>', 'directory (hf) or file (gguf) to write')
     .addOption(new Option('--format <format>', 'file format').choices(['hf', 'gguf']).default('hf'))
     .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['f32', 'f16', 'bf16']))
     .addOption(new Option('--quant <type>', 'GGUF quant type').choices(['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K']))
     .addOption(new Option('--vocab <kind>', "tokenizer: 'llama' (SentencePiece) or 'gpt2' (byte-level BPE)").choices(['llama', 'gpt2']))
-    .addOption(new Option('--stress <kind>', 'build in a numerics failure: LLaMA-2-like massive activations and an f16 down_proj overflow').choices(['massive-activations']))
+    .addOption(
+      new Option('--stress <kind>', 'build in a numerics failure: massive-activations (llama: LLaMA-2-like massive activations, an f16 down_proj overflow) or image-overflow (llava: image features that overflow an f16 MLP)').choices(['massive-activations', 'image-overflow']),
+    )
     .option('--seed <n>', 'weights seed', nonNegativeInt, 0)
     .option('--set <key=value>', 'override an HF config.json field (repeatable; JSON values)', collect)
     .action((opts) => tinyCommand(opts));

@@ -11,6 +11,9 @@ import { resolveSamplingOptions } from '../generate/sampler.js';
 import { loadModel, type Prompt, type TextModel } from '../models/load.js';
 import { TINY_QUANTS, type TinyQuant, writeTinyModel } from '../models/tiny.js';
 import { parsePolicy } from '../precision/policy.js';
+import { LlavaModel } from '../models/llava/model.js';
+import { IMAGE_TOKEN as IMAGE_PLACEHOLDER } from '../models/llava/tiny.js';
+import { decodeImage } from '../vision/image.js';
 import type { ChatMessage } from '../text/chat.js';
 
 const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (random weights, so its text is gibberish; try --model org/name or a .gguf file)\n';
@@ -31,6 +34,7 @@ export function stressModelPath(): string {
 
 export interface ModelFlags {
   model?: string;
+  mmproj?: string;
   policy?: string;
   dtype?: string;
   kvCache?: string;
@@ -53,6 +57,7 @@ export async function openModel(flags: ModelFlags): Promise<{ model: TextModel; 
     ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
     ...(kvCache ? { kvCache: kvCache as 'f32' | 'f16' } : {}),
     ...(flags.offline ? { hub: { offline: true } } : {}),
+    ...(flags.mmproj ? { mmproj: flags.mmproj === 'none' ? (false as const) : flags.mmproj } : {}),
   });
   return { model, loadSeconds: (performance.now() - t0) / 1000 };
 }
@@ -72,6 +77,7 @@ export interface GenerateFlags extends ModelFlags {
   stop?: string[];
   json?: boolean;
   onNonfinite?: 'error' | 'warn' | 'upcast';
+  image?: string[];
 }
 
 export function samplingFrom(flags: GenerateFlags): GenerateOptions {
@@ -95,6 +101,18 @@ function parsePromptIds(text: string): number[] {
 }
 
 /** Runs the iterator, calling onToken per token; returns the final result. */
+/** The prompt with its images: placeholders for images the text does not place itself. */
+export function imagePrompt(model: TextModel, text: string, images: readonly string[], chat: boolean): { prompt: Prompt; images: string[] } {
+  if (images.length > 0 && !(model instanceof LlavaModel)) fail('usage', `--image needs a LLaVA model; ${model.info.path} is ${model.info.architecture}`);
+  const placed = text.split(IMAGE_PLACEHOLDER).length - 1;
+  if (chat) {
+    // Image parts first, as LLaVA's chat templates expect, unless the text places them itself.
+    const parts = placed > 0 ? [] : images.map(() => ({ type: 'image' as const }));
+    return { prompt: { messages: [{ role: 'user', content: parts.length ? [...parts, { type: 'text' as const, text }] : text }] }, images: [...images] };
+  }
+  return { prompt: placed > 0 || images.length === 0 ? text : `${images.map(() => IMAGE_PLACEHOLDER).join('')}\n${text}`, images: [...images] };
+}
+
 async function drain(it: AsyncGenerator<GeneratedToken, GenerateResult>, onToken: (t: GeneratedToken) => void): Promise<GenerateResult> {
   for (;;) {
     const step = await it.next();
@@ -106,11 +124,14 @@ async function drain(it: AsyncGenerator<GeneratedToken, GenerateResult>, onToken
 export async function generateCommand(flags: GenerateFlags): Promise<void> {
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) fail('usage', 'give exactly one of --prompt TEXT and --prompt-ids 1,2,3');
   if (flags.chat && flags.promptIds !== undefined) fail('usage', '--chat takes --prompt, not --prompt-ids');
-  const prompt: Prompt = flags.promptIds !== undefined ? parsePromptIds(flags.promptIds) : flags.chat ? { messages: [{ role: 'user', content: flags.prompt! }] } : flags.prompt!;
+  const ids = flags.promptIds !== undefined ? parsePromptIds(flags.promptIds) : undefined;
   const sampling = samplingFrom(flags);
   resolveSamplingOptions(sampling); // bad sampling options fail before the model loads
   const { model, loadSeconds } = await openModel(flags);
-  const it = model.generate(prompt, sampling);
+  const images = flags.image ?? [];
+  const { prompt, images: placed } = ids ? { prompt: ids as Prompt, images } : imagePrompt(model, flags.prompt!, images, flags.chat === true);
+  if (ids && images.length && !(model instanceof LlavaModel)) fail('usage', '--image needs a LLaVA model');
+  const it = model instanceof LlavaModel ? model.generate(prompt, { ...sampling, images: placed }) : model.generate(prompt, sampling);
   let printed = '';
   const result = await drain(it, (t) => {
     if (flags.json) return;
@@ -140,13 +161,26 @@ export async function chatCommand(flags: GenerateFlags): Promise<void> {
   const interactive = process.stdin.isTTY === true;
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: interactive });
   const ask = () => interactive && rl.setPrompt('> ') === undefined && rl.prompt();
-  if (interactive) process.stdout.write('halfpipe chat: /reset clears the conversation, /exit or Ctrl-D leaves\n');
+  if (interactive) process.stdout.write(`halfpipe chat: /reset clears the conversation, ${model instanceof LlavaModel ? '/image PATH attaches an image to the next turn, ' : ''}/exit or Ctrl-D leaves\n`);
+  // Images attached so far: every turn's images stay with the conversation.
+  const images: string[] = [];
+  let pending: string[] = [];
   ask();
   for await (const line of rl) {
     const text = line.trim();
     if (text === '/exit') break;
     if (text === '/reset') {
       messages.length = 0;
+      images.length = 0;
+      pending = [];
+      ask();
+      continue;
+    }
+    if (text.startsWith('/image ')) {
+      if (!(model instanceof LlavaModel)) fail('usage', '/image needs a LLaVA model');
+      const path = text.slice(7).trim();
+      decodeImage(path); // a bad image fails now, not at the next turn
+      pending.push(path);
       ask();
       continue;
     }
@@ -154,9 +188,12 @@ export async function chatCommand(flags: GenerateFlags): Promise<void> {
       ask();
       continue;
     }
-    messages.push({ role: 'user', content: text });
+    messages.push({ role: 'user', content: pending.length ? [...pending.map(() => ({ type: 'image' as const })), { type: 'text' as const, text }] : text });
+    images.push(...pending);
+    pending = [];
+    const it = model instanceof LlavaModel ? model.generate({ messages }, { ...samplingFrom(flags), images }) : model.generate({ messages }, samplingFrom(flags));
     let printed = '';
-    const result = await drain(model.generate({ messages }, samplingFrom(flags)), (t) => {
+    const result = await drain(it, (t) => {
       process.stdout.write(t.text);
       printed += t.text;
     });
@@ -189,6 +226,14 @@ export async function infoCommand(flags: ModelFlags & { json?: boolean }): Promi
     `chat template  ${info.chatTemplate ? 'yes' : 'no'}`,
     `policy         ${info.policy}`,
   ];
+  if (model instanceof LlavaModel) {
+    const v = model.llava.vision.vision;
+    const p = model.llava.vision.projector;
+    lines.push(
+      `vision tower   CLIP ViT: ${v.imageSize}px images, patch ${v.patchSize}, dim ${v.dim}, ${v.nLayers} layers, ${v.nHeads} heads, mlp ${v.hiddenDim} (${v.act}), feature layers ${model.llava.featureLayers.join(', ')}, strategy ${model.llava.strategy}`,
+      `projector      ${p.inDim} -> ${p.hiddenDim} (${p.act}) -> ${p.outDim}; image token ${model.imageTokenId}${model.llava.next ? `; anyres grid pinpoints ${JSON.stringify(model.llava.next.gridPinpoints)}` : ''}`,
+    );
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -200,7 +245,7 @@ export interface TinyFlags {
   quant?: string;
   seed?: number;
   vocab?: 'llama' | 'gpt2';
-  stress?: 'massive-activations';
+  stress?: string;
   set?: string[];
 }
 
@@ -221,16 +266,17 @@ function parseSets(pairs: string[]): Record<string, unknown> {
 }
 
 export function tinyCommand(flags: TinyFlags): void {
-  if (flags.arch !== 'llama') fail('usage', `unknown --arch '${flags.arch}' (supported: llama)`);
+  if (flags.arch !== 'llama' && flags.arch !== 'llava') fail('usage', `unknown --arch '${flags.arch}' (supported: llama, llava)`);
   if (flags.quant && !(TINY_QUANTS as readonly string[]).includes(flags.quant)) fail('usage', `unknown --quant '${flags.quant}' (supported: ${TINY_QUANTS.join(', ')})`);
   const result = writeTinyModel({
+    arch: flags.arch,
     format: flags.format,
     out: flags.out,
     ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
     ...(flags.quant ? { quant: flags.quant as TinyQuant } : {}),
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
     ...(flags.vocab ? { vocab: flags.vocab } : {}),
-    ...(flags.stress ? { stress: flags.stress } : {}),
+    ...(flags.stress ? { stress: flags.stress as 'massive-activations' } : {}),
     set: parseSets(flags.set ?? []),
   });
   const c = result.config;

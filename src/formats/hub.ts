@@ -36,6 +36,7 @@ export const HUB_METADATA_FILES: readonly string[] = [
   'tokenizer_config.json',
   'special_tokens_map.json',
   'chat_template.jinja',
+  'chat_template.json',
   'preprocessor_config.json',
 ];
 const WEIGHTS = 'model.safetensors';

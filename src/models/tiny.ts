@@ -7,7 +7,7 @@
  * per head the way convert_hf_to_gguf.py does, so both compute the same logits.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type DType, encode } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import { Tensor } from '../core/tensor.js';
@@ -249,6 +249,7 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
     return { name: ggufName(name), type, dims, data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
   });
   const metadata = [...ggufMetadata(config, hf, vocab, template), ...(stress ? stressGgufMetadata(stress) : [])];
+  mkdirSync(dirname(opts.out), { recursive: true });
   writeGguf(opts.out, { metadata, tensors });
   return { path: opts.out, hfConfig: hf, config, ...(stress ? { stress } : {}) };
 }

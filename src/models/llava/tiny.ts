@@ -26,6 +26,10 @@ import { TOKEN_TYPE } from '../../text/gguf-tokenizer.js';
 import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab, type TinyVocab } from '../../text/tiny-vocab.js';
 import { llamaConfigFromHf } from '../llama/config.js';
 import { ggufMetadata, ggufName, normal, permuteQkRows, randomWeights, tinyHfConfig, type TinyModel, type TinyOptions } from '../tiny.js';
+import { applyLlavaStress, type ImageStressInfo, type LlavaStressKind, llavaStressGgufMetadata, llavaStressHfDefaults } from './stress.js';
+
+/** TinyOptions whose `stress` may also be a LLaVA stress kind (see stress.ts; the text kinds are refused). */
+export type TinyLlavaOptions = Omit<TinyOptions, 'stress'> & { stress?: TinyOptions['stress'] | LlavaStressKind };
 
 /** OpenAI CLIP's normalization (CLIPImageProcessor / LLaVA-1.5). */
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
@@ -199,16 +203,20 @@ export const TINY_NEXT_PINPOINTS: Array<[number, number]> = [
  * 'llava_next' writes a LlavaNextForConditionalGeneration HF directory instead (same towers, plus
  * image_newline and image_grid_pinpoints; not available as GGUF).
  */
-export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next' = 'llava'): TinyModel & { mmproj?: string; imageTokenId: number } {
+export function writeTinyLlava(
+  opts: TinyLlavaOptions,
+  variant: 'llava' | 'llava_next' = 'llava',
+): TinyModel & { mmproj?: string; imageTokenId: number; imageStress?: ImageStressInfo } {
   const dtype = opts.dtype ?? 'f32';
   const seed = opts.seed ?? 0;
   if (opts.quant) fail('usage', '--quant is not supported with --arch llava');
-  if (opts.stress) fail('usage', '--stress is not supported with --arch llava');
   const isNext = variant === 'llava_next';
+  if (opts.stress && isNext) fail('usage', '--stress is not supported with the tiny LLaVA-NeXT');
+  const stressDefaults = opts.stress ? llavaStressHfDefaults(opts.stress) : {};
   if (isNext && opts.format !== 'hf') fail('usage', 'the tiny LLaVA-NeXT is written as an HF directory only');
   const vocab = tinyLlavaVocab(opts.vocab ?? 'llama');
   const imageTokenId = vocab.tokens.length - 1;
-  const textHf = { ...tinyHfConfig(vocab, undefined, opts.set ?? {}), model_type: 'llama' };
+  const textHf = { ...tinyHfConfig(vocab, undefined, { ...stressDefaults, ...(opts.set ?? {}) }), model_type: 'llama' };
   const text = llamaConfigFromHf(textHf);
   if (text.vocabSize !== vocab.tokens.length) fail('usage', `vocab_size must be ${vocab.tokens.length} (the tiny tokenizer's size), got ${text.vocabSize}`);
   const visionHf = tinyVisionConfig();
@@ -234,6 +242,9 @@ export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next
   }
   const textWeights = randomWeights(text, seed);
   const visionWeights = randomVisionWeights(visionHf, text.dim, seed);
+  const imageStress = opts.stress ? applyLlavaStress(opts.stress, textWeights, visionWeights, text) : undefined;
+  if (imageStress) hf['halfpipe_stress'] = imageStress;
+  const stressed = imageStress ? { imageStress } : {};
   const template = LLAVA_CHAT_TEMPLATE;
 
   if (opts.format === 'hf') {
@@ -257,7 +268,7 @@ export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next
       ...[...visionWeights].map(([name, w]) => ({ name, tensor: Tensor.fromValues(w.values, w.shape, w.shape.length === 1 ? 'f32' : dtype) })),
     ];
     writeSafetensors(join(opts.out, 'model.safetensors'), tensors, { format: 'pt' });
-    return { path: opts.out, hfConfig: hf, config: text, imageTokenId };
+    return { path: opts.out, hfConfig: hf, config: text, imageTokenId, ...stressed };
   }
 
   // Text GGUF: exactly what `halfpipe tiny` writes for llama, with the longer vocabulary.
@@ -270,6 +281,8 @@ export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next
   const textMeta: Array<[string, GgufTypedValue]> = ggufMetadata(text, textHf, vocab, template).map(([k, v]) =>
     k === 'general.name' ? [k, str('halfpipe tiny llava (text)')] : [k, v],
   );
+  if (imageStress) textMeta.push(...llavaStressGgufMetadata(imageStress));
+  mkdirSync(dirname(opts.out), { recursive: true });
   writeGguf(opts.out, { metadata: textMeta, tensors: textTensors });
 
   const mmproj = tinyMmprojPath(opts.out);
@@ -295,5 +308,5 @@ export function writeTinyLlava(opts: TinyOptions, variant: 'llava' | 'llava_next
     ['clip.vision.image_std', { type: 'array', itemType: 'f32', value: CLIP_STD }],
   ];
   writeGguf(mmproj, { metadata: mmMeta, tensors: mmTensors });
-  return { path: opts.out, hfConfig: hf, config: text, mmproj, imageTokenId };
+  return { path: opts.out, hfConfig: hf, config: text, mmproj, imageTokenId, ...stressed };
 }
