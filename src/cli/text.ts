@@ -16,12 +16,12 @@ import { IMAGE_TOKEN as IMAGE_PLACEHOLDER } from '../models/llava/tiny.js';
 import { decodeImage } from '../vision/image.js';
 import type { ChatMessage } from '../text/chat.js';
 
-const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (random weights, so its text is gibberish; try --model org/name or a .gguf file)\n';
+const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (a 1.7M-parameter bigram model of a few paragraphs about a lighthouse; try --model org/name or a .gguf file)\n';
 
 /** The embedded default: a tiny model written once into ~/.cache/halfpipe (no download). */
 function defaultModelPath(): string {
-  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-llama-v1');
-  if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0 });
+  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-bigram-v1');
+  if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0, preset: 'bigram' });
   return dir;
 }
 

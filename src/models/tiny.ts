@@ -20,6 +20,7 @@ import { LLAMA2_CHAT_TEMPLATE, LLAMA3_CHAT_TEMPLATE } from '../text/chat.js';
 import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab, type TinyVocab, type TinyVocabKind } from '../text/tiny-vocab.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
 import { writeTinyLlava } from './llava/tiny.js';
+import { applyBigram, bigramHfDefaults } from './bigram.js';
 import { applyStress, stressGgufMetadata, stressHfDefaults, type StressInfo, type StressKind } from './stress.js';
 
 export const TINY_QUANTS = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
@@ -44,6 +45,8 @@ export interface TinyOptions {
   set?: Record<string, unknown>;
   /** edit the random weights to reproduce a half-precision failure (see stress.ts); `set` still wins */
   stress?: StressKind;
+  /** 'bigram': instead of random weights, a bigram language model of the tiny vocabulary's training text (bigram.ts) */
+  preset?: 'bigram';
 }
 
 export interface TinyModel {
@@ -210,10 +213,13 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
   if (opts.quant && !(TINY_QUANTS as readonly string[]).includes(opts.quant)) fail('usage', `unknown quant type '${opts.quant}' (supported: ${TINY_QUANTS.join(', ')})`);
   const vocab = tinyVocab(opts.vocab ?? 'llama');
   const template = vocab.kind === 'llama' ? LLAMA2_CHAT_TEMPLATE : LLAMA3_CHAT_TEMPLATE;
-  const hf = tinyHfConfig(vocab, opts.quant, { ...(opts.stress ? stressHfDefaults(opts.stress) : {}), ...(opts.set ?? {}) });
+  if (opts.preset && opts.stress) fail('usage', 'a tiny model takes a preset or a stress edit, not both');
+  const presetDefaults = opts.preset === 'bigram' ? bigramHfDefaults(vocab) : {};
+  const hf = tinyHfConfig(vocab, opts.quant, { ...presetDefaults, ...(opts.stress ? stressHfDefaults(opts.stress) : {}), ...(opts.set ?? {}) });
   const config = llamaConfigFromHf(hf);
   if (config.vocabSize !== vocab.tokens.length) fail('usage', `vocab_size must be ${vocab.tokens.length} (the tiny tokenizer's size), got ${config.vocabSize}`);
   const weights = randomWeights(config, seed);
+  if (opts.preset === 'bigram') applyBigram(weights, config, vocab);
   const stress = opts.stress ? applyStress(opts.stress, weights, config, vocab) : undefined;
   if (stress) hf['halfpipe_stress'] = stress;
 
