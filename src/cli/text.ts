@@ -20,7 +20,7 @@ const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny 
 
 /** The embedded default: a tiny model written once into ~/.cache/halfpipe (no download). */
 function defaultModelPath(): string {
-  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-bigram-v1');
+  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-bigram-v2');
   if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0, preset: 'bigram' });
   return dir;
 }
@@ -276,7 +276,7 @@ export function tinyCommand(flags: TinyFlags): void {
     ...(flags.quant ? { quant: flags.quant as TinyQuant } : {}),
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
     ...(flags.vocab ? { vocab: flags.vocab } : {}),
-    ...(flags.stress ? { stress: flags.stress as 'massive-activations' } : {}),
+    ...(flags.stress ? { stress: flags.stress as 'massive-activations' | 'image-overflow' } : {}),
     set: parseSets(flags.set ?? []),
   });
   const c = result.config;

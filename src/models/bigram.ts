@@ -20,7 +20,8 @@ const SMOOTHING = 0.05;
 
 /** HF config fields a bigram model needs: hidden size = vocabulary size, one small layer. */
 export function bigramHfDefaults(vocab: TinyVocab): Record<string, unknown> {
-  return { hidden_size: vocab.tokens.length, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 8, num_key_value_heads: 8 };
+  // A negligible RMSNorm epsilon keeps the logits exactly the log-probabilities.
+  return { hidden_size: vocab.tokens.length, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 8, num_key_value_heads: 8, rms_norm_eps: 1e-12 };
 }
 
 /** Overwrites HF-named float64 weights (as tiny.ts makes them) with the bigram model's. */

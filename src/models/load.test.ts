@@ -139,3 +139,26 @@ test('input embeddings replace token embeddings exactly (the hook LLaVA image fe
   assert.notDeepEqual(viaEmbeddings, m.logits(ids));
   assert.throws(() => m.model.newSession().forward(ids, { embeddings: [{ at: 6, data }] }), /do not fit/);
 });
+
+test('the bigram preset: next-token probabilities are the training text bigram frequencies', async () => {
+  const { TRAINING_TEXT, tinyVocab } = await import('../text/tiny-vocab.js');
+  const { ggufTokenizer } = await import('../text/gguf-tokenizer.js');
+  writeTinyModel({ format: 'hf', out: join(dir, 'bigram'), preset: 'bigram' });
+  const m = await loadModel(join(dir, 'bigram'));
+  const tok = ggufTokenizer(tinyVocab('llama'));
+  const V = m.config.vocabSize;
+  // Count what follows token `the` in the training text, as written plainly here.
+  const ids = TRAINING_TEXT.split('\n').filter((p) => p.trim()).flatMap((p) => tok.encode(p, { addSpecial: true }));
+  const t = tok.encode('the lamp', { addSpecial: false })[0]!;
+  const counts = new Map<number, number>();
+  for (let i = 0; i + 1 < ids.length; i++) if (ids[i] === t && ids[i + 1] !== 1) counts.set(ids[i + 1]!, (counts.get(ids[i + 1]!) ?? 0) + 1);
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  const logits = m.logits([1, t]).subarray(V);
+  let lse = -Infinity;
+  for (const v of logits) lse = Math.max(lse, v);
+  const sum = logits.reduce((s, v) => s + Math.exp(v - lse), 0);
+  for (const [next, c] of counts) {
+    const p = Math.exp(logits[next]! - lse) / sum;
+    assert.ok(Math.abs(p - (c + 0.05) / (total + 0.05 * V)) < 1e-5, `P(${next} | ${t})`);
+  }
+});

@@ -21,6 +21,7 @@ import { tinyGenerationConfig, tinyTokenizerConfig, tinyTokenizerJson, tinyVocab
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
 import { writeTinyLlava } from './llava/tiny.js';
 import { applyBigram, bigramHfDefaults } from './bigram.js';
+import type { LlavaStressKind } from './llava/stress.js';
 import { applyStress, stressGgufMetadata, stressHfDefaults, type StressInfo, type StressKind } from './stress.js';
 
 export const TINY_QUANTS = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
@@ -44,7 +45,7 @@ export interface TinyOptions {
   /** HF config.json overrides, e.g. { hidden_size: 128, rope_scaling: { rope_type: 'linear', factor: 2 } } */
   set?: Record<string, unknown>;
   /** edit the random weights to reproduce a half-precision failure (see stress.ts); `set` still wins */
-  stress?: StressKind;
+  stress?: StressKind | LlavaStressKind;
   /** 'bigram': instead of random weights, a bigram language model of the tiny vocabulary's training text (bigram.ts) */
   preset?: 'bigram';
 }
@@ -214,13 +215,15 @@ export function writeTinyModel(opts: TinyOptions): TinyModel {
   const vocab = tinyVocab(opts.vocab ?? 'llama');
   const template = vocab.kind === 'llama' ? LLAMA2_CHAT_TEMPLATE : LLAMA3_CHAT_TEMPLATE;
   if (opts.preset && opts.stress) fail('usage', 'a tiny model takes a preset or a stress edit, not both');
+  if (opts.stress === 'image-overflow') fail('usage', "--stress image-overflow needs --arch llava (it edits the image features)");
+  const textStress = opts.stress as StressKind | undefined;
   const presetDefaults = opts.preset === 'bigram' ? bigramHfDefaults(vocab) : {};
-  const hf = tinyHfConfig(vocab, opts.quant, { ...presetDefaults, ...(opts.stress ? stressHfDefaults(opts.stress) : {}), ...(opts.set ?? {}) });
+  const hf = tinyHfConfig(vocab, opts.quant, { ...presetDefaults, ...(textStress ? stressHfDefaults(textStress) : {}), ...(opts.set ?? {}) });
   const config = llamaConfigFromHf(hf);
   if (config.vocabSize !== vocab.tokens.length) fail('usage', `vocab_size must be ${vocab.tokens.length} (the tiny tokenizer's size), got ${config.vocabSize}`);
   const weights = randomWeights(config, seed);
   if (opts.preset === 'bigram') applyBigram(weights, config, vocab);
-  const stress = opts.stress ? applyStress(opts.stress, weights, config, vocab) : undefined;
+  const stress = textStress ? applyStress(textStress, weights, config, vocab) : undefined;
   if (stress) hf['halfpipe_stress'] = stress;
 
   if (opts.format === 'hf') {
