@@ -50,6 +50,11 @@ test('generate --image on a tiny LLaVA, HF and GGUF + mmproj alike', () => {
   const info = halfpipe(undefined, 'info', '--model', gguf);
   assert.match(info.out, /vision tower {3}CLIP ViT: 56px images, patch 14/);
   assert.match(info.out, /projector {6}32 -> 64 \(gelu\) -> 64/);
+  const next = join(dir, 'next');
+  assert.equal(halfpipe(undefined, 'tiny', '--arch', 'llava-next', '--out', next, '--seed', '3').code, 0);
+  const n = halfpipe(undefined, 'generate', '--model', next, ...args);
+  assert.equal(n.code, 0, n.err);
+  assert.match(halfpipe(undefined, 'info', '--model', next).out, /anyres grid pinpoints/);
   const chat = halfpipe(`/image ${image}\nWhat is in it?\n/exit\n`, 'chat', '--model', hf, '--max-tokens', '3', '--seed', '2');
   assert.equal(chat.code, 0, chat.err);
 });

@@ -123,7 +123,7 @@ export function buildProgram(): Command {
   program
     .command('tiny')
     .description('write a small random-weights model with a working tokenizer, deterministically')
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['llama', 'llava']).default('llama'))
+    .addOption(new Option('--arch <arch>', 'architecture').choices(['llama', 'llava', 'llava-next']).default('llama'))
     .requiredOption('--out <path>', 'directory (hf) or file (gguf) to write')
     .addOption(new Option('--format <format>', 'file format').choices(['hf', 'gguf']).default('hf'))
     .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['f32', 'f16', 'bf16']))

@@ -266,10 +266,10 @@ function parseSets(pairs: string[]): Record<string, unknown> {
 }
 
 export function tinyCommand(flags: TinyFlags): void {
-  if (flags.arch !== 'llama' && flags.arch !== 'llava') fail('usage', `unknown --arch '${flags.arch}' (supported: llama, llava)`);
+  if (!['llama', 'llava', 'llava-next'].includes(flags.arch)) fail('usage', `unknown --arch '${flags.arch}' (supported: llama, llava, llava-next)`);
   if (flags.quant && !(TINY_QUANTS as readonly string[]).includes(flags.quant)) fail('usage', `unknown --quant '${flags.quant}' (supported: ${TINY_QUANTS.join(', ')})`);
   const result = writeTinyModel({
-    arch: flags.arch,
+    arch: flags.arch as 'llama' | 'llava' | 'llava-next',
     format: flags.format,
     out: flags.out,
     ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),

@@ -30,7 +30,7 @@ const K_QUANTS: readonly string[] = ['Q4_K', 'Q5_K', 'Q6_K'];
 
 export interface TinyOptions {
   /** 'llama' (default) or 'llava': a tiny LLaVA-1.5 (see llava/tiny.ts) */
-  arch?: 'llama' | 'llava';
+  arch?: 'llama' | 'llava' | 'llava-next';
   /** 'hf' writes a checkpoint directory at `out`; 'gguf' writes one .gguf file at `out` */
   format: 'hf' | 'gguf';
   out: string;
@@ -207,7 +207,7 @@ export function ggufMetadata(c: LlamaConfig, hf: Record<string, unknown>, vocab:
 
 /** Writes a tiny model; returns where and which config. */
 export function writeTinyModel(opts: TinyOptions): TinyModel {
-  if (opts.arch === 'llava') return writeTinyLlava(opts);
+  if (opts.arch === 'llava' || opts.arch === 'llava-next') return writeTinyLlava(opts, opts.arch === 'llava' ? 'llava' : 'llava_next');
   const dtype = opts.dtype ?? 'f32';
   const seed = opts.seed ?? 0;
   if (opts.quant && opts.format !== 'gguf') fail('usage', `--quant ${opts.quant} needs --format gguf (HF checkpoints hold f32, f16 or bf16)`);

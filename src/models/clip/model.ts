@@ -235,6 +235,12 @@ export class ClipVisionModel {
     this.outputDim = config.dim * this.featureLayers.length;
   }
 
+  /** The same tower (shared weights, feature layers and strategy) with another probe and/or policy. */
+  withOptions(opts: ClipModelOptions): ClipVisionModel {
+    const probe = 'probe' in opts ? opts.probe : this.probe;
+    return new ClipVisionModel(this.config, this.weights, { policy: opts.policy ?? this.policy, ...(probe ? { probe } : {}), featureLayers: this.featureLayers, strategy: this.strategy });
+  }
+
   private emit(name: ClipProbeName, layer: number, data: Float32Array, shape: readonly number[]): void {
     emitTo(this.policy, this.probe, name, layer, data, shape);
   }
@@ -375,6 +381,12 @@ export class LlavaProjector {
     this.weights = weights;
     this.policy = parsePolicy(opts.policy ?? 'f32');
     this.probe = opts.probe;
+  }
+
+  /** The same projector (shared weights) with another probe and/or policy. */
+  withOptions(opts: ClipModelOptions): LlavaProjector {
+    const probe = 'probe' in opts ? opts.probe : this.probe;
+    return new LlavaProjector(this.config, this.weights, { policy: opts.policy ?? this.policy, ...(probe ? { probe } : {}) });
   }
 
   /** (rows, outDim) image embeddings for the text model from (rows, inDim) vision features. */
