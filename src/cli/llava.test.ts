@@ -78,7 +78,7 @@ test('the founding failure from the command line: image-overflow under naive-f16
   const prompt = ['--image', image, '--prompt', '<image>\nWhat is this?'];
   const naive = halfpipe(undefined, 'trace', '--model', model, '--policy', 'naive-f16', ...prompt);
   assert.equal(naive.code, 0, naive.err);
-  assert.match(naive.out, /first bad op: down \(layer 2\), forward 0 'prefill', token \d+ \[image 0\], channel 12: inf/);
+  assert.match(naive.out, /first bad op: down \(layer 2\), forward 1 'prefill', token \d+ \[image 0\], channel 12: inf/);
   const textOnly = halfpipe(undefined, 'trace', '--model', model, '--policy', 'naive-f16', '--prompt', 'What is this?', '--max-tokens', '2');
   assert.match(textOnly.out, /first bad op: none, all finite/);
   const safe = halfpipe(undefined, 'trace', '--model', model, '--policy', 'safe-f16', ...prompt, '--max-tokens', '2');

@@ -4,9 +4,9 @@
  * worst headroom per layer and per segment.
  */
 import { type DType, FORMATS } from '../core/dtype.js';
-import { executionRank, probeInputs } from './graph.js';
+import { executionRank, isImageProbe, probeInputs, towerOf } from './graph.js';
 import { RECORD_FIELDS, mergeRecord, recordToStats, statsToRecord } from './stats.js';
-import type { ForwardTrace, KeptProbeData, LlamaProbeName, ProbeStats, TraceReport } from './types.js';
+import type { ForwardTrace, KeptProbeData, ProbeName, ProbeStats, TraceReport } from './types.js';
 
 // ---- first bad op ------------------------------------------------------------------------------
 
@@ -19,7 +19,7 @@ import type { ForwardTrace, KeptProbeData, LlamaProbeName, ProbeStats, TraceRepo
 export type Triage = 'precision-overflow' | 'semantic';
 
 export interface FirstBadOp {
-  probe: LlamaProbeName;
+  probe: ProbeName;
   layer: number;
   forward: number;
   forwardLabel: string | null;
@@ -54,14 +54,21 @@ export function overflowThreshold(dtype: DType): number {
   return (2 - 2 ** -(f.mantissaBits + 1)) * 2 ** f.maxExponent;
 }
 
-function findStats(fw: ForwardTrace | undefined, probe: LlamaProbeName, layer: number): ProbeStats | undefined {
+function findStats(fw: ForwardTrace | undefined, probe: ProbeName, layer: number): ProbeStats | undefined {
   return fw?.probes.find((p) => p.probe === probe && p.layer === layer);
 }
 
-function nLayersOf(report: TraceReport): number {
+/** Text layers seen (or, with `vision`, vision tower layers seen). */
+export function nLayersOf(report: TraceReport, vision = false): number {
   let max = -1;
-  for (const fw of report.forwards) for (const p of fw.probes) if (p.layer > max) max = p.layer;
+  for (const fw of report.forwards) for (const p of fw.probes) if (p.layer > max && (vision ? p.probe.startsWith('vision.') : !isImageProbe(p.probe))) max = p.layer;
   return max + 1;
+}
+
+/** Orders towers as they run: vision, projector, text. */
+function towerRank(probe: ProbeName): number {
+  const t = towerOf(probe);
+  return t === 'vision' ? 0 : t === 'projector' ? 1 : 2;
 }
 
 /** A number for people: 4 significant digits, exponent form outside [1e-3, 1e5), integers as they are. */
@@ -97,7 +104,7 @@ export function firstBadOp(report: TraceReport, opts: FirstBadOpOptions = {}): F
     if (best === undefined) return null;
     stats = best;
     const fw = report.forwards[best.forward];
-    inputs = probeInputs(best.probe, best.layer, nLayersOf(report)).flatMap((r) => findStats(fw, r.probe, r.layer) ?? []);
+    inputs = probeInputs(best.probe, best.layer, nLayersOf(report), nLayersOf(report, true)).flatMap((r) => findStats(fw, r.probe, r.layer) ?? []);
     const token = best.firstNonFinite?.token;
     segment = fw?.segments.find((s) => s.probe === best.probe && s.layer === best.layer && token !== undefined && s.firstToken <= token && token <= s.lastToken && s.nonFinite > 0)?.segment ?? null;
   }
@@ -110,7 +117,7 @@ export function firstBadOp(report: TraceReport, opts: FirstBadOpOptions = {}): F
   const max = FORMATS[stats.dtype].max;
   let message: string;
   const op = `${stats.probe}${where(stats.layer)}`;
-  const at = `token ${loc.token}${segment === null ? '' : ` [${segment}]`}${loc.head === null ? '' : `, head ${loc.head}`}, channel ${loc.channel}`;
+  const at = `${isImageProbe(stats.probe) ? 'row' : 'token'} ${loc.token}${segment === null ? '' : ` [${segment}]`}${loc.head === null ? '' : `, head ${loc.head}`}, channel ${loc.channel}`;
   if (triage === 'precision-overflow') {
     if (stats.f32Absmax !== null) {
       f32Absmax = stats.f32Absmax;
@@ -258,7 +265,7 @@ export function massiveChannels(report: TraceReport, opts: MassiveChannelsOption
 
 export interface ShadowEntry {
   forward: number;
-  probe: LlamaProbeName;
+  probe: ProbeName;
   layer: number;
   /** rows compared (tokens present in both runs) */
   tokens: number;
@@ -273,10 +280,11 @@ export interface ShadowEntry {
 }
 
 export interface ShadowLayer {
+  /** the layer of its tower (vision, projector and text layers are separate entries; see `probe`) */
   layer: number;
   /** the largest relError over the layer's probes (and forwards) */
   worstRelError: number;
-  probe: LlamaProbeName;
+  probe: ProbeName;
   forward: number;
 }
 
@@ -353,16 +361,17 @@ export function compareShadow(main: TraceReport, shadow: TraceReport, threshold 
       entries.push({ forward: fw.index, probe: d.probe, layer: d.layer, tokens, relError, cosine, nonFinite, diverged: nonFinite > 0 || !(relError <= threshold) });
     }
   }
-  const byLayerMap = new Map<number, ShadowLayer>();
+  const byLayerMap = new Map<string, ShadowLayer>();
   for (const e of entries) {
-    const cur = byLayerMap.get(e.layer);
-    if (cur === undefined || e.relError > cur.worstRelError) byLayerMap.set(e.layer, { layer: e.layer, worstRelError: e.relError, probe: e.probe, forward: e.forward });
+    const k = `${towerOf(e.probe)}@${e.layer}`;
+    const cur = byLayerMap.get(k);
+    if (cur === undefined || e.relError > cur.worstRelError) byLayerMap.set(k, { layer: e.layer, worstRelError: e.relError, probe: e.probe, forward: e.forward });
   }
   return {
     threshold,
     entries,
     firstDivergence: entries.find((e) => e.diverged) ?? null,
-    byLayer: [...byLayerMap.values()].sort((a, b) => a.layer - b.layer),
+    byLayer: [...byLayerMap.values()].sort((a, b) => towerRank(a.probe) - towerRank(b.probe) || a.layer - b.layer),
     missing,
   };
 }
@@ -372,7 +381,7 @@ export function compareShadow(main: TraceReport, shadow: TraceReport, threshold 
 /** Stats of each (probe, layer) merged over every forward (forward -1), in execution order. */
 export function aggregateProbes(report: TraceReport): ProbeStats[] {
   const index = new Map<string, number>();
-  const ids: { probe: LlamaProbeName; layer: number }[] = [];
+  const ids: { probe: ProbeName; layer: number }[] = [];
   let buf = new Float64Array(RECORD_FIELDS * 64);
   const tmp = new Float64Array(RECORD_FIELDS);
   for (const fw of report.forwards) {
@@ -400,11 +409,11 @@ export function aggregateProbes(report: TraceReport): ProbeStats[] {
 }
 
 export interface LayerHeadroom {
-  /** -1: embeddings, final_norm and logits */
+  /** -1: embeddings, final_norm and logits (for the vision tower: vision.embeddings and pre_ln; the projector is -1). Vision, projector and text layers are separate entries (see `probe`). */
   layer: number;
   /** the least headroom over the layer's probes and every forward (-Infinity: an infinite value; NaN: only NaN) */
   headroomBits: number;
-  probe: LlamaProbeName;
+  probe: ProbeName;
   absmax: number;
   dtype: DType;
   /** where that absmax is */
@@ -417,30 +426,34 @@ function worseHeadroom(a: number, b: number): boolean {
   return ka < kb || (ka === kb && Number.isNaN(a) && !Number.isNaN(b));
 }
 
-/** Per layer: the probe with the least headroom (min over probes and forwards). */
+/**
+ * Per layer: the probe with the least headroom (min over probes and forwards). The vision tower's
+ * layers, the projector (layer -1) and the text model's layers are separate entries, in that order.
+ */
 export function headroomByLayer(report: TraceReport): LayerHeadroom[] {
-  const byLayer = new Map<number, LayerHeadroom>();
+  const byLayer = new Map<string, LayerHeadroom>();
   for (const fw of report.forwards) {
     for (const p of fw.probes) {
-      const cur = byLayer.get(p.layer);
+      const k = `${towerOf(p.probe)}@${p.layer}`;
+      const cur = byLayer.get(k);
       if (cur === undefined || worseHeadroom(p.headroomBits, cur.headroomBits)) {
-        byLayer.set(p.layer, { layer: p.layer, headroomBits: p.headroomBits, probe: p.probe, absmax: p.absmax, dtype: p.dtype, token: p.absmaxAt?.token ?? null });
+        byLayer.set(k, { layer: p.layer, headroomBits: p.headroomBits, probe: p.probe, absmax: p.absmax, dtype: p.dtype, token: p.absmaxAt?.token ?? null });
       }
     }
   }
-  return [...byLayer.values()].sort((a, b) => a.layer - b.layer);
+  return [...byLayer.values()].sort((a, b) => towerRank(a.probe) - towerRank(b.probe) || a.layer - b.layer);
 }
 
 export interface SegmentSummary {
   segment: string;
-  /** rows of this segment seen by the embeddings probe (its tokens, over every forward) */
+  /** rows of this segment seen by the text embeddings probe (its tokens, over every forward; not the vision rows) */
   tokens: number;
   nonFinite: number;
   /** the first non-finite value in this segment */
-  firstNonFinite: { probe: LlamaProbeName; layer: number; forward: number; token: number } | null;
+  firstNonFinite: { probe: ProbeName; layer: number; forward: number; token: number } | null;
   /** the least headroom over every probe, for this segment's tokens */
   worstHeadroomBits: number;
-  worstProbe: LlamaProbeName | null;
+  worstProbe: ProbeName | null;
   worstLayer: number | null;
 }
 
@@ -477,7 +490,7 @@ export interface RoundingSummary {
   /** values the policy's clamp-on-overflow clamped (a run can be all finite and still have clamped) */
   clamped: number;
   /** the first probe (execution order) where the policy clamped */
-  firstClamped: { probe: LlamaProbeName; layer: number; forward: number } | null;
+  firstClamped: { probe: ProbeName; layer: number; forward: number } | null;
 }
 
 export function roundingSummary(report: TraceReport): RoundingSummary {

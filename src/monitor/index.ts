@@ -2,10 +2,10 @@
  * The numerics monitor: per-op statistics of every forward through the model's probe hook, and
  * the analyses and renderings built on them.
  */
-export type { ProbeContext, MonitorProbe, ValueLocation, ProbeStats, KeptChunk, KeptProbeData, ForwardTrace, ResidualChannels, ResidualLayer, NonFiniteCapture, TraceReport } from './types.js';
+export type { ProbeContext, ProbeName, MonitorProbe, ValueLocation, ProbeStats, KeptChunk, KeptProbeData, ForwardTrace, ResidualChannels, ResidualLayer, NonFiniteCapture, TraceReport } from './types.js';
 export { computeStats, mergeStats, headroomBits, type ComputeStatsOptions } from './stats.js';
-export { NumericsMonitor, type NumericsMonitorOptions } from './monitor.js';
-export { LAYER_PROBES, probeInputs, executionRank, type ProbeRef } from './graph.js';
+export { NumericsMonitor, type NumericsMonitorOptions, type BeginForwardOptions } from './monitor.js';
+export { LAYER_PROBES, VISION_LAYER_PROBES, PROJECTOR_PROBES, PROBE_NAMES, probeInputs, executionRank, towerOf, isImageProbe, type ProbeRef, type Tower } from './graph.js';
 export {
   firstBadOp,
   massiveChannels,

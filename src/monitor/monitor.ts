@@ -21,8 +21,7 @@
  * (call `reset()` after rewinding a session).
  */
 import { DTYPES, FORMATS, type DType } from '../core/dtype.js';
-import { LLAMA_PROBE_NAMES } from '../models/llama/model.js';
-import { isResidualProbe, probeInputs } from './graph.js';
+import { isImageProbe, isResidualProbe, PROBE_NAMES, probeInputs } from './graph.js';
 import {
   R_CALLS,
   R_CLAMPED,
@@ -47,10 +46,10 @@ import {
 import type {
   ForwardTrace,
   KeptProbeData,
-  LlamaProbeName,
   MonitorProbe,
   NonFiniteCapture,
   ProbeContext,
+  ProbeName,
   ProbeStats,
   ResidualChannels,
   ResidualLayer,
@@ -70,16 +69,16 @@ export interface NumericsMonitorOptions {
   maxDataBytes?: number;
 }
 
-const NP = LLAMA_PROBE_NAMES.length;
-const PROBE_INDEX = new Map<string, number>(LLAMA_PROBE_NAMES.map((n, i) => [n, i]));
+const NP = PROBE_NAMES.length;
+const PROBE_INDEX = new Map<string, number>(PROBE_NAMES.map((n, i) => [n, i]));
 const DTYPE_INDEX: Record<DType, number> = { f32: DTYPES.indexOf('f32'), f16: DTYPES.indexOf('f16'), bf16: DTYPES.indexOf('bf16') };
 const SEG_STRIDE = 1 << 16;
 
 function keyOf(pi: number, layer: number): number {
   return (layer + 1) * NP + pi;
 }
-function probeOfKey(key: number): LlamaProbeName {
-  return LLAMA_PROBE_NAMES[key % NP]!;
+function probeOfKey(key: number): ProbeName {
+  return PROBE_NAMES[key % NP]!;
 }
 function layerOfKey(key: number): number {
   return Math.floor(key / NP) - 1;
@@ -104,9 +103,20 @@ class RecordStore {
   }
 }
 
+/** Options of one forward (NumericsMonitor.beginForward). */
+export interface BeginForwardOptions {
+  /**
+   * Every row of this forward belongs to this segment, whatever `segments` says: e.g. 'image 0'
+   * for the vision tower and projector forward of image 0, whose rows are that image's patches.
+   */
+  segment?: string;
+}
+
 interface ForwardState {
   index: number;
   label: string | null;
+  /** the fixed segment of every row (BeginForwardOptions.segment), or null */
+  segment: string | null;
   /** key -> record offset (-1: not seen) */
   slots: Int32Array;
   /** keys in first-call order */
@@ -133,7 +143,7 @@ interface ResidualState {
 export class NumericsMonitor {
   /** the hook to pass to the model (LlamaModelOptions.probe) */
   readonly probe: MonitorProbe;
-  private readonly segments: ((position: number) => string) | undefined;
+  private segments: ((position: number) => string) | undefined;
   private readonly residualChannels: boolean;
   private readonly onStats: ((s: ProbeStats) => void) | undefined;
   private readonly keepData: boolean;
@@ -148,7 +158,10 @@ export class NumericsMonitor {
   private forwards: ForwardState[] = [];
   private current: ForwardState | null = null;
   private seq = 0;
+  /** the deepest text layer seen */
   private maxLayer = -1;
+  /** the deepest vision layer seen */
+  private maxVisionLayer = -1;
   private segmentIds = new Map<string, number>();
   private segmentNames: string[] = [];
   private residual: ResidualState | null = null;
@@ -165,12 +178,16 @@ export class NumericsMonitor {
     this.probe = (name, layer, data, shape, ctx) => this.record(name, layer, data, shape, ctx);
   }
 
-  /** Starts a new forward (call before each session.forward); returns its index. A probe call with no forward open starts one. */
-  beginForward(label?: string): number {
+  /**
+   * Starts a new forward (call before each session.forward, and before each image's encoding with
+   * `{ segment: 'image k' }`); returns its index. A probe call with no forward open starts one.
+   */
+  beginForward(label?: string, opts: BeginForwardOptions = {}): number {
     const prev = this.current;
     const fw: ForwardState = {
       index: this.forwards.length,
       label: label ?? null,
+      segment: opts.segment ?? null,
       slots: new Int32Array(Math.max(this.called.length, 4 * NP)).fill(-1),
       keys: [],
       segSlots: new Map(),
@@ -187,6 +204,14 @@ export class NumericsMonitor {
     return fw.index;
   }
 
+  /**
+   * Sets the segment function for the forwards to come (e.g. once an image's feature rows, and so
+   * the prompt's layout, are known after its vision forwards).
+   */
+  setSegments(segments: ((position: number) => string) | undefined): void {
+    this.segments = segments;
+  }
+
   /** Forgets everything recorded. */
   reset(): void {
     this.store = new RecordStore();
@@ -196,6 +221,7 @@ export class NumericsMonitor {
     this.current = null;
     this.seq = 0;
     this.maxLayer = -1;
+    this.maxVisionLayer = -1;
     this.segmentIds = new Map();
     this.segmentNames = [];
     this.residual = null;
@@ -226,12 +252,15 @@ export class NumericsMonitor {
     this.called = called;
   }
 
-  private record(name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], ctx: ProbeContext | undefined): void {
+  private record(name: ProbeName, layer: number, data: Float32Array, shape: readonly number[], ctx: ProbeContext | undefined): void {
     const pi = PROBE_INDEX.get(name);
     if (pi === undefined) throw new RangeError(`NumericsMonitor: unknown probe '${String(name)}'`);
     const fw = this.current ?? this.forwards[this.beginForward()]!;
     const key = keyOf(pi, layer);
-    if (layer > this.maxLayer) this.maxLayer = layer;
+    const image = isImageProbe(name);
+    if (image) {
+      if (layer > this.maxVisionLayer && name.startsWith('vision.')) this.maxVisionLayer = layer;
+    } else if (layer > this.maxLayer) this.maxLayer = layer;
     this.ensureKeys(key);
     if (key >= fw.slots.length) {
       const slots = new Int32Array(this.called.length).fill(-1);
@@ -250,6 +279,9 @@ export class NumericsMonitor {
     if (ctx) {
       dtype = ctx.dtype;
       firstToken = ctx.firstToken;
+    } else if (image) {
+      // Vision and projector rows are an image's rows (CLS and patches, or features), from 0.
+      firstToken = 0;
     } else if (name === 'embeddings') {
       fw.chunkFirst = fw.nextToken;
       fw.chunkRows = rows;
@@ -268,9 +300,11 @@ export class NumericsMonitor {
     const lc = this.lastCall;
     const lb = key * RECORD_FIELDS;
     resetRecord(lc, lb);
-    const segments = this.segments;
+    // A forward with a fixed segment puts every row in it; otherwise image-side rows (not sequence
+    // positions) get no segment, and text rows the `segments` function's.
+    const segments = fw.segment !== null || image ? undefined : this.segments;
     /** the segment id of every row, when they all share one (-1: several, or no segments) */
-    let onlySegment = -1;
+    let onlySegment = fw.segment !== null ? this.segmentId(fw.segment) : -1;
     if (segments !== undefined && rows > 0) {
       const seg0 = segments(firstToken);
       let r1 = 1;
@@ -284,6 +318,7 @@ export class NumericsMonitor {
       else this.scanSegments(fw, key, data, n, rows, rowLength, headDim, firstToken, minNormal, half, seq, dtype, seg0, r1, next);
     }
     if (segments === undefined || onlySegment >= 0 || rows === 0) {
+      // (with a fixed segment and no `segments` function this is the only scan)
       scanRange(data, 0, n, lc, lb, minNormal, half);
       locate(lc, lb, firstToken, rowLength, headDim);
       lc[lb + R_ROWS] = rows;
@@ -436,13 +471,14 @@ export class NumericsMonitor {
     const layer = layerOfKey(key);
     const call = recordToStats(lc, key * RECORD_FIELDS, { probe, layer, forward: fw.index, segment: null });
     const inputs: ProbeStats[] = [];
-    for (const ref of probeInputs(probe, layer, this.maxLayer + 1)) {
+    for (const ref of probeInputs(probe, layer, this.maxLayer + 1, this.maxVisionLayer + 1)) {
       const pi = PROBE_INDEX.get(ref.probe)!;
       const k = keyOf(pi, ref.layer);
       if (k < this.called.length && this.called[k] === 1) inputs.push(recordToStats(lc, k * RECORD_FIELDS, { ...ref, forward: fw.index, segment: null }));
     }
     const token = lc[key * RECORD_FIELDS + R_NF_TOKEN]!;
-    this.capture = { forward: fw.index, call, segment: this.segments ? this.segments(token) : null, inputs };
+    const segment = fw.segment ?? (this.segments && !isImageProbe(probe) ? this.segments(token) : null);
+    this.capture = { forward: fw.index, call, segment, inputs };
   }
 
   /** Everything recorded so far (a snapshot: later calls do not change it). */

@@ -242,7 +242,7 @@ test('traceJson: validates against the schema; non-finite numbers as strings sur
   assert.match(mutate((t) => (t.forwards[1].extra = 1)).join('\n'), /\$\.forwards\[1\]\.extra: not in the schema/);
   assert.match(mutate((t) => (t.forwards[0].probes[2].mean = null)).join('\n'), /mean: expected a JsonNumber, got null/);
   assert.match(mutate((t) => (t.firstBadOp.triage = 'weird')).join('\n'), /triage: expected one of/);
-  assert.match(mutate((t) => (t.version = 2)).join('\n'), /\$\.version: expected 1/);
+  assert.match(mutate((t) => (t.version = 1)).join('\n'), /\$\.version: expected 2/);
   assert.match(mutate((t) => (t.forwards[0].probes[0].count = 1.5)).join('\n'), /count: expected an integer/);
   assert.match(mutate((t) => (t.residual.layers[0].absmax[3] = 'inf')).join('\n'), /absmax\[3\]: expected a JsonNumber/);
 

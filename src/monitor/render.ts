@@ -3,17 +3,28 @@
  * self-contained HTML page (inline CSS and SVG drawn here, no scripts, no external resources).
  */
 import { FORMATS } from '../core/dtype.js';
-import { type Analyses, aggregateProbes, formatNumber, median } from './analysis.js';
-import { LAYER_PROBES } from './graph.js';
+import { type Analyses, aggregateProbes, formatNumber, median, nLayersOf } from './analysis.js';
+import { LAYER_PROBES, PROJECTOR_PROBES, towerOf, VISION_LAYER_PROBES } from './graph.js';
 import { type DTypeJson, type JsonNumber, type LocationJson, type ProbeStatsJson, type TraceJson, TRACE_SCHEMA_ID, TRACE_SCHEMA_VERSION } from './schema.js';
-import type { LlamaProbeName, ProbeStats, TraceReport, ValueLocation } from './types.js';
+import type { ProbeName, ProbeStats, TraceReport, ValueLocation } from './types.js';
 
 // ---- shared helpers ------------------------------------------------------------------------------
 
+/** Text (decoder) layers seen. */
 function nLayers(report: TraceReport): number {
-  let max = -1;
-  for (const fw of report.forwards) for (const p of fw.probes) if (p.layer > max) max = p.layer;
-  return max + 1;
+  return nLayersOf(report);
+}
+
+/** Vision tower layers seen. */
+function nVisionLayers(report: TraceReport): number {
+  return nLayersOf(report, true);
+}
+
+/** ', N vision layer(s)' when the vision tower was probed, else ''. */
+function visionText(report: TraceReport): string {
+  const v = nVisionLayers(report);
+  const seen = report.forwards.some((fw) => fw.probes.some((p) => towerOf(p.probe) !== 'text'));
+  return seen ? `, ${v} vision layer(s)` : '';
 }
 
 function dtypesOf(report: TraceReport): DTypeJson[] {
@@ -35,6 +46,13 @@ function bits(h: number): string {
 
 function layerName(layer: number): string {
   return layer < 0 ? '-' : String(layer);
+}
+
+/** A layer column for tables mixing towers: '3', '-', 'vision 3', 'vision -', 'projector'. */
+function towerLayerName(probe: ProbeName, layer: number): string {
+  const t = towerOf(probe);
+  if (t === 'projector') return 'projector';
+  return t === 'vision' ? `vision ${layerName(layer)}` : layerName(layer);
 }
 
 function opName(probe: string, layer: number): string {
@@ -122,6 +140,7 @@ export function traceJson(report: TraceReport, analyses: Analyses): TraceJson {
     summary: {
       forwards: report.forwards.length,
       layers: nLayers(report),
+      visionLayers: nVisionLayers(report),
       allFinite: allFinite(report),
       dtypes: dtypesOf(report),
       keptBytes: report.keptBytes,
@@ -239,7 +258,7 @@ export function renderTerminalSummary(report: TraceReport, analyses: Analyses): 
   const out: string[] = [];
   const layers = nLayers(report);
   const dtypes = dtypesOf(report);
-  out.push(`numerics trace: ${report.forwards.length} forward(s), ${layers} layer(s), dtype ${dtypes.join('/') || '-'}${report.segmentNames.length ? `, segments ${report.segmentNames.join(', ')}` : ''}`);
+  out.push(`numerics trace: ${report.forwards.length} forward(s), ${layers} layer(s)${visionText(report)}, dtype ${dtypes.join('/') || '-'}${report.segmentNames.length ? `, segments ${report.segmentNames.join(', ')}` : ''}`);
 
   const bad = analyses.firstBadOp;
   if (bad === null) out.push(allFinite(report) ? 'first bad op: none, all finite' : 'first bad op: unknown (non-finite values without a capture)');
@@ -261,7 +280,7 @@ export function renderTerminalSummary(report: TraceReport, analyses: Analyses): 
   if (analyses.headroom.length > 0) {
     out.push('worst headroom per layer (min over probes and forwards):');
     const rows = [['layer', 'probe', 'absmax', 'token', 'headroom']];
-    for (const h of analyses.headroom) rows.push([layerName(h.layer), h.probe, formatNumber(h.absmax), h.token === null ? '-' : String(h.token), `${bits(h.headroomBits)} (${h.dtype})`]);
+    for (const h of analyses.headroom) rows.push([towerLayerName(h.probe, h.layer), h.probe, formatNumber(h.absmax), h.token === null ? '-' : String(h.token), `${bits(h.headroomBits)} (${h.dtype})`]);
     for (const line of table(rows)) out.push(`  ${line}`);
   }
 
@@ -431,15 +450,18 @@ function legendSvg(stops: readonly string[], left: string, right: string, extra:
   return parts.join('');
 }
 
-/** Rows of the probe grid: embeddings, the layer probes, final_norm, logits (those seen). */
-function probeRows(stats: ProbeStats[]): LlamaProbeName[] {
+/** Rows of the text probe grid: embeddings, the layer probes, final_norm, logits (those seen). */
+const TEXT_ROWS: readonly ProbeName[] = ['embeddings', ...LAYER_PROBES, 'final_norm', 'logits'];
+/** Rows of the vision grid: the tower's probes, then the projector's (column "-"). */
+const VISION_ROWS: readonly ProbeName[] = ['vision.embeddings', 'vision.pre_ln', ...VISION_LAYER_PROBES, ...PROJECTOR_PROBES];
+
+function probeRows(stats: ProbeStats[], order: readonly ProbeName[]): ProbeName[] {
   const seen = new Set(stats.map((s) => s.probe));
-  const order: LlamaProbeName[] = ['embeddings', ...LAYER_PROBES, 'final_norm', 'logits'];
   return order.filter((p) => seen.has(p));
 }
 
-function probeGrid(agg: ProbeStats[], layers: number, kind: 'absmax' | 'headroom'): string {
-  const rows = probeRows(agg);
+function probeGrid(agg: ProbeStats[], layers: number, kind: 'absmax' | 'headroom', order: readonly ProbeName[] = TEXT_ROWS): string {
+  const rows = probeRows(agg, order);
   const cols = ['-', ...Array.from({ length: layers }, (_, l) => String(l))];
   const at = new Map(agg.map((s) => [`${s.probe}@${s.layer}`, s]));
   const scale = logScale(agg.map((s) => s.absmax));
@@ -450,7 +472,7 @@ function probeGrid(agg: ProbeStats[], layers: number, kind: 'absmax' | 'headroom
     cellW,
     cellH: 14,
     colLabelEvery: cellW < 14 ? 5 : cellW < 22 ? 2 : 1,
-    ariaLabel: `${kind} per layer and probe`,
+    ariaLabel: `${kind} per layer and probe${order === VISION_ROWS ? ' (vision tower and projector)' : ''}`,
     cell: (r, c) => {
       const s = at.get(`${rows[r]!}@${c - 1}`);
       if (s === undefined) return null;
@@ -604,7 +626,7 @@ export function renderHtml(report: TraceReport, analyses: Analyses, opts: HtmlOp
   p.push(`<title>${escapeHtml(title)}</title><link rel="icon" href="data:,"><style>${CSS}</style></head><body>`);
   p.push(`<h1>${escapeHtml(title)}</h1>`);
   p.push(
-    `<p class="meta">${escapeHtml(`${report.forwards.length} forward(s) · ${layers} layer(s) · dtype ${dtypes.join('/') || '-'}${report.segmentNames.length ? ` · segments: ${report.segmentNames.join(', ')}` : ''}`)}</p>`,
+    `<p class="meta">${escapeHtml(`${report.forwards.length} forward(s) · ${layers} layer(s)${visionText(report).replace(', ', ' · ')} · dtype ${dtypes.join('/') || '-'}${report.segmentNames.length ? ` · segments: ${report.segmentNames.join(', ')}` : ''}`)}</p>`,
   );
   const nav: [string, string][] = [
     ['first-bad-op', 'First bad op'],
@@ -644,6 +666,15 @@ export function renderHtml(report: TraceReport, analyses: Analyses, opts: HtmlOp
     p.push(`<div class="scroll">${probeGrid(agg, layers, 'headroom')}</div>`);
     p.push(legendSvg(HEADROOM_RAMP, '0 bits', `${HEADROOM_FULL}+ bits`, [{ color: COLOR_OVERFLOW, label: 'overflow' }, { color: COLOR_NAN, label: 'NaN only' }]));
     p.push('<p class="note">Column "-": embeddings, final_norm and logits. "!" marks cells with non-finite values; hover a cell for its stats.</p>');
+    const vision = agg.filter((s) => towerOf(s.probe) !== 'text');
+    if (vision.length > 0) {
+      const vLayers = nVisionLayers(report);
+      p.push('<h2 id="vision">Vision tower and projector: absmax per layer and probe (log scale, over every image)</h2>');
+      p.push(`<div class="scroll">${probeGrid(vision, vLayers, 'absmax', VISION_ROWS)}</div>`);
+      p.push('<h2>Vision tower and projector: headroom per layer and probe</h2>');
+      p.push(`<div class="scroll">${probeGrid(vision, vLayers, 'headroom', VISION_ROWS)}</div>`);
+      p.push('<p class="note">Column "-": vision.embeddings, vision.pre_ln and the projector. Rows of a cell are image rows (CLS, then patches), segment \'image k\'.</p>');
+    }
   }
   p.push('</section>');
 
@@ -652,7 +683,7 @@ export function renderHtml(report: TraceReport, analyses: Analyses, opts: HtmlOp
   p.push(
     htmlTable(
       ['layer', 'probe', 'absmax', 'token', 'headroom'],
-      analyses.headroom.map((h) => [layerName(h.layer), h.probe, formatNumber(h.absmax), h.token === null ? '-' : String(h.token), `${bits(h.headroomBits)} (${h.dtype})`]),
+      analyses.headroom.map((h) => [towerLayerName(h.probe, h.layer), h.probe, formatNumber(h.absmax), h.token === null ? '-' : String(h.token), `${bits(h.headroomBits)} (${h.dtype})`]),
     ),
   );
   p.push('</section>');

@@ -8,14 +8,21 @@
  *   finite number, or one of the strings 'NaN', 'Infinity', '-Infinity'. Fields typed `number`
  *   are always finite.
  * - Layers: -1 for embeddings, final_norm and logits (and, in the residual data, the embeddings);
- *   0..L-1 for the decoder layers.
+ *   0..L-1 for the decoder layers. LLaVA traces also hold the vision tower's probes ('vision.*':
+ *   -1 for vision.embeddings and vision.pre_ln, 0..V-1 for its layers) and the projector's
+ *   ('projector.*', layer -1); the probe name says which tower a layer belongs to, and headroom
+ *   and shadow byLayer have separate entries per tower (vision, projector, then text).
+ * - Each image's vision tower and projector run is its own forward (e.g. 'vision image 0'), before
+ *   the prefill; its rows are the image's rows (CLS then patches, or feature rows) from 0, not
+ *   sequence positions, and its segment is 'image k'.
+ * - Version history: 2 added summary.visionLayers and the vision/projector probes.
  * - Token positions are sequence positions (0-based); forwards are numbered from 0 in order.
  * - Consumers should check `schema` and `version`; a version bump means a field changed meaning
  *   or was removed (added fields bump it too, since the validator rejects unknown fields).
  */
 
 export const TRACE_SCHEMA_ID = 'halfpipe/numerics-trace';
-export const TRACE_SCHEMA_VERSION = 1;
+export const TRACE_SCHEMA_VERSION = 2;
 
 /** A number that may be non-finite: a finite number, or 'NaN' / 'Infinity' / '-Infinity'. */
 export type JsonNumber = number | 'NaN' | 'Infinity' | '-Infinity';
@@ -62,6 +69,8 @@ export interface TraceSummaryJson {
   forwards: number;
   /** decoder layers seen */
   layers: number;
+  /** vision tower layers seen (0 for a text-only trace) */
+  visionLayers: number;
   /** true when no probe saw a non-finite value */
   allFinite: boolean;
   /** the storage dtypes seen */
@@ -308,7 +317,7 @@ type FirstClampedJson = NonNullable<RoundingJson['firstClamped']>;
 export const TRACE_JSON_SPEC = obj<TraceJson>({
   schema: { literal: TRACE_SCHEMA_ID },
   version: { literal: TRACE_SCHEMA_VERSION },
-  summary: obj<TraceSummaryJson>({ forwards: 'integer', layers: 'integer', allFinite: 'boolean', dtypes: array(DTYPE_SPEC), keptBytes: 'integer', dataTruncated: 'boolean' }),
+  summary: obj<TraceSummaryJson>({ forwards: 'integer', layers: 'integer', visionLayers: 'integer', allFinite: 'boolean', dtypes: array(DTYPE_SPEC), keptBytes: 'integer', dataTruncated: 'boolean' }),
   segmentNames: array('string'),
   forwards: array(
     obj<ForwardJson>({ index: 'integer', label: nullable('string'), firstToken: 'integer', lastToken: 'integer', probes: array(PROBE_STATS), segments: array(PROBE_STATS) }),

@@ -7,7 +7,7 @@
  * A record's fields, by offset:
  */
 import { type DType, DTYPES, FORMATS } from '../core/dtype.js';
-import type { LlamaProbeName, ProbeStats, ValueLocation } from './types.js';
+import type { ProbeName, ProbeStats, ValueLocation } from './types.js';
 
 export const R_COUNT = 0;
 export const R_ROWS = 1;
@@ -254,7 +254,7 @@ function locationOf(r: Float64Array, b: number, f: number): ValueLocation | null
 }
 
 export interface StatsIdentity {
-  probe: LlamaProbeName;
+  probe: ProbeName;
   layer: number;
   forward: number;
   segment: string | null;
@@ -356,7 +356,7 @@ export function rowGeometry(shape: readonly number[]): { rowLength: number; head
 }
 
 export interface ComputeStatsOptions {
-  probe?: LlamaProbeName;
+  probe?: ProbeName;
   layer?: number;
   dtype?: DType;
   /** sequence position of row 0 (default 0) */

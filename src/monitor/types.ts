@@ -6,9 +6,16 @@
  * spells them as strings.
  */
 import type { DType } from '../core/dtype.js';
+import type { ClipProbeName } from '../models/clip/model.js';
 import type { LlamaProbeName } from '../models/llama/model.js';
 
-export type { LlamaProbeName };
+export type { ClipProbeName, LlamaProbeName };
+
+/**
+ * Every probe the monitor takes: the text model's (LlamaProbeName) and the vision tower's and
+ * projector's (ClipProbeName: 'vision.*', 'projector.*').
+ */
+export type ProbeName = LlamaProbeName | ClipProbeName;
 
 /**
  * What the model tells a probe about one call, beyond the values. The model's own `ProbeContext`
@@ -31,7 +38,7 @@ export interface ProbeContext {
  * The probe hook. `ctx` is optional so the monitor also works with a model that passes none: it
  * then assumes f32 values and counts positions itself (see NumericsMonitor).
  */
-export type MonitorProbe = (name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], ctx?: ProbeContext) => void;
+export type MonitorProbe = (name: ProbeName, layer: number, data: Float32Array, shape: readonly number[], ctx?: ProbeContext) => void;
 
 /** Where a value sits: its token position, its head (for [tokens, heads, headDim] shapes) and channel. */
 export interface ValueLocation {
@@ -50,12 +57,12 @@ export interface ValueLocation {
  * forward (merged across prefill chunks), one segment of them, or several forwards merged.
  */
 export interface ProbeStats {
-  probe: LlamaProbeName;
-  /** -1 for embeddings, final_norm and logits */
+  probe: ProbeName;
+  /** -1 for embeddings, final_norm and logits (and vision.embeddings, vision.pre_ln, projector.*); else the layer of its tower */
   layer: number;
   /** forward index (0-based, in the monitor's order); -1 for stats merged across forwards */
   forward: number;
-  /** the token segment these values belong to, or null for all tokens */
+  /** the token segment these values belong to ('image k' for the vision and projector rows of image k), or null for all tokens */
   segment: string | null;
   /** storage dtype of the values (the last seen, if calls disagree) */
   dtype: DType;
@@ -117,7 +124,7 @@ export interface KeptChunk {
 }
 
 export interface KeptProbeData {
-  probe: LlamaProbeName;
+  probe: ProbeName;
   layer: number;
   /** values per row (the product of the shape's trailing dims) */
   rowLength: number;

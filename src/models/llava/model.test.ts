@@ -11,6 +11,8 @@ import type { LlamaModel } from '../llama/model.js';
 import { loadModel } from '../load.js';
 import { writeTinyModel } from '../tiny.js';
 import { anyresFeatureCount } from '../../vision/preprocess.js';
+import { firstBadOp, renderHtml, renderTerminalSummary, traceJson, type TraceJson, validateTraceJson, VISION_LAYER_PROBES } from '../../monitor/index.js';
+import { ClipVisionModel } from '../clip/model.js';
 import { ClipImageEncoder, LlavaModel, LlavaSession } from './model.js';
 import { nextLayout } from './next.js';
 import { TINY_NEXT_PINPOINTS, tinyMmprojPath, writeTinyLlava } from './tiny.js';
@@ -262,4 +264,73 @@ test('mmproj auto-detection refuses to guess between several candidates', async 
   await assert.rejects(loadModel(join(sub, 'plain.gguf')), (e: unknown) => e instanceof HalfpipeError && /several mmproj files beside plain\.gguf \(mmproj-a\.gguf, mmproj-b\.gguf\)/.test(e.message));
   assert.ok((await loadModel(join(sub, 'a.gguf'))) instanceof LlavaModel);
   assert.ok(!((await loadModel(join(sub, 'plain.gguf'), { mmproj: false })) instanceof LlavaModel));
+});
+
+test('trace: every vision op and the projector are probes, one forward per image before the prefill, segment image k', () => {
+  const prompt = 'USER: <image> and <image>\nWhat does the keeper see? ASSISTANT:';
+  const images = [IMAGE, image(40, 60, 2)];
+  const trace = hf.trace(prompt, { images, maxTokens: 2, shadow: 'f32' });
+  const fws = trace.report.forwards;
+  assert.deepEqual(fws.map((f) => f.label), ['vision image 0', 'vision image 1', 'prefill', 'decode 0']);
+  const encoder = hf.encoder as ClipImageEncoder;
+  assert.equal(encoder.vision.probe, undefined, 'the model keeps its probe-free encoder');
+  const nv = Math.max(...encoder.vision.featureLayers);
+  const expected: string[] = ['vision.embeddings@-1', 'vision.pre_ln@-1'];
+  for (let l = 0; l < nv; l++) for (const n of VISION_LAYER_PROBES) expected.push(`${n}@${l}`);
+  expected.push('projector.linear_1@-1', 'projector.act@-1', 'projector.linear_2@-1');
+  for (const k of [0, 1]) {
+    const fw = fws[k]!;
+    assert.deepEqual(fw.probes.map((p) => `${p.probe}@${p.layer}`), expected, `image ${k} probes in execution order`);
+    assert.ok(fw.probes.every((p, i) => i === 0 || p.seq > fw.probes[i - 1]!.seq));
+    assert.deepEqual([...new Set(fw.segments.map((s) => s.segment))], [`image ${k}`]);
+    assert.equal(fw.segments.length, expected.length);
+    const rows = encoder.vision.outputRows;
+    assert.equal(fw.probes.find((p) => p.probe === 'projector.linear_2')!.tokens, rows, 'projector rows are the patches');
+  }
+  assert.ok(fws[2]!.probes[0]!.probe === 'embeddings' && fws[2]!.probes.every((p) => !p.probe.includes('.')), 'text forwards hold text probes');
+  assert.equal(trace.report.firstNonFinite, null);
+  // Headroom per layer: vision layers, the projector, then text, as separate entries.
+  const towers = trace.analyses.headroom.map((h) => (h.probe.startsWith('vision.') ? 'vision' : h.probe.startsWith('projector.') ? 'projector' : 'text'));
+  assert.deepEqual([...new Set(towers)], ['vision', 'projector', 'text']);
+  assert.equal(towers.filter((t) => t === 'vision').length, nv + 1);
+  // The shadow run encodes the images too, and matches (f32 both ways).
+  assert.ok(trace.shadow!.forwards[0]!.label === 'vision image 0');
+  assert.ok(trace.analyses.shadow!.entries.some((e) => e.probe === 'vision.fc1'));
+  assert.equal(trace.analyses.shadow!.firstDivergence, null);
+  // Renderings.
+  const json = JSON.parse(JSON.stringify(traceJson(trace.report, trace.analyses))) as TraceJson;
+  assert.deepEqual(validateTraceJson(json), []);
+  assert.equal(json.summary.visionLayers, nv);
+  const text = renderTerminalSummary(trace.report, trace.analyses);
+  assert.match(text, new RegExp(`${nv} vision layer\\(s\\)`));
+  assert.match(text, /vision 0\s+vision\./);
+  assert.match(text, /projector\s+projector\./);
+  const html = renderHtml(trace.report, trace.analyses);
+  assert.match(html, /Vision tower and projector: absmax/);
+  assert.match(html, />vision\.fc1</);
+});
+
+test('trace: a non-finite value planted in a vision op is the first bad op, in image 0', () => {
+  const base = hf.encoder as ClipImageEncoder;
+  const w = base.vision.weights;
+  const huge = { ...w, layers: w.layers.map((lw, l) => (l === 0 ? { ...lw, fc1Bias: new Float32Array(lw.fc1Bias.length).fill(1e6) } : lw)) };
+  const policy = 'f32,vision.layers.0.fc1=f16';
+  const vision = new ClipVisionModel(base.vision.config, huge, { policy, featureLayers: base.vision.featureLayers, strategy: base.vision.strategy });
+  const encoder = new ClipImageEncoder(vision, base.projector.withOptions({ policy }), base.processor);
+  const bad = new LlavaModel(hf.model, hf.tokenizer, hf.chatTemplate, hf.info, hf.llava, encoder);
+  const trace = bad.trace(PROMPT, { images: [IMAGE], maxTokens: 1 });
+  const op = trace.analyses.firstBadOp!;
+  assert.ok(op, 'a first bad op');
+  assert.equal(op.probe, 'vision.fc1');
+  assert.equal(op.layer, 0);
+  assert.equal(op.segment, 'image 0');
+  assert.equal(op.forwardLabel, 'vision image 0');
+  assert.equal(op.triage, 'precision-overflow');
+  assert.deepEqual(op.inputs.map((i) => `${i.probe}@${i.layer}`), ['vision.ln2@0']);
+  assert.equal(firstBadOp({ ...trace.report, firstNonFinite: null })!.probe, 'vision.fc1', 'found without the capture too');
+  const summary = renderTerminalSummary(trace.report, trace.analyses);
+  assert.match(summary, /first bad op: vision\.fc1 \(layer 0\), forward 0 'vision image 0', token \d+ \[image 0\]/);
+  const seg = trace.analyses.segments.find((s) => s.segment === 'image 0')!;
+  assert.equal(seg.firstNonFinite!.probe, 'vision.fc1');
+  assert.deepEqual(validateTraceJson(JSON.parse(JSON.stringify(traceJson(trace.report, trace.analyses)))), []);
 });

@@ -20,7 +20,8 @@ import { renderChat } from '../../text/chat.js';
 import type { Tokenizer } from '../../text/tokenizer.js';
 import { decodeImage, type RgbImage } from '../../vision/image.js';
 import { anyresPatches, type ImageProcessor, preprocess } from '../../vision/preprocess.js';
-import type { ClipVisionModel, LlavaProjector } from '../clip/model.js';
+import type { PrecisionPolicy } from '../../precision/policy.js';
+import type { ClipModelOptions, ClipVisionModel, LlavaProjector } from '../clip/model.js';
 import { type ForwardOptions, LlamaModel, LlamaSession, type LlamaModelOptions } from '../llama/model.js';
 import { type ModelInfo, type Prompt, TextModel, type TraceOptions, type TraceResult } from '../load.js';
 import type { LlavaConfig } from './config.js';
@@ -35,6 +36,12 @@ export interface ImageEncoder {
   /** the text model's embedding width: every feature row has this many values */
   readonly dim: number;
   encodeImage(image: RgbImage): Float32Array;
+  /**
+   * The same encoder (shared weights) with a numerics probe on every vision and projector op
+   * and/or another precision policy; absent when the encoder has no probes (trace then records
+   * only the text model).
+   */
+  withOptions?(opts: ClipModelOptions): ImageEncoder;
 }
 
 /**
@@ -52,6 +59,10 @@ export class ClipImageEncoder implements ImageEncoder {
   ) {
     this.dim = projector.config.outDim;
     if (vision.outputDim !== projector.config.inDim) fail('shape', `the vision tower gives ${vision.outputDim}-wide features but the projector takes ${projector.config.inDim}`);
+  }
+
+  withOptions(opts: ClipModelOptions): ClipImageEncoder {
+    return new ClipImageEncoder(this.vision.withOptions(opts), this.projector.withOptions(opts), this.processor, this.next);
   }
 
   private tile(pixels: Float32Array): Float32Array {
@@ -202,11 +213,11 @@ export class LlavaModel extends TextModel {
   }
 
   /** Tokenizes the prompt, encodes the images and expands the placeholders. */
-  prepare(prompt: Prompt, images: readonly ImageInput[] = []): PreparedPrompt {
+  prepare(prompt: Prompt, images: readonly ImageInput[] = [], encode: (image: RgbImage, index: number) => Float32Array = (img) => this.encoder.encodeImage(img)): PreparedPrompt {
     const { ids, positions } = this.placeholderIds(prompt);
     // Cheap check first: a mismatch fails before any image is decoded or encoded.
     if (positions.length !== images.length) expandAt(ids, positions, images.map(() => 1), this.imageTokenId);
-    const features = images.map((img) => this.encoder.encodeImage(toRgb(img)));
+    const features = images.map((img, k) => encode(toRgb(img), k));
     const dim = this.model.config.dim;
     const expanded = expandAt(ids, positions, features.map((f) => f.length / dim), this.imageTokenId);
     return { ...expanded, embeddings: expanded.spans.map((s) => ({ at: s.at, data: features[s.image]! })) };
@@ -250,16 +261,26 @@ export class LlavaModel extends TextModel {
   }
 
   /**
-   * TextModel.trace with images: the prompt's positions are segmented 'text' / 'image N' /
-   * 'generated' unless opts.segments says otherwise. The image encoder runs once (under the load
-   * policy); the shadow run reuses its features.
+   * TextModel.trace with images: each image's vision tower and projector run first, with the
+   * monitor's probe on every op, as its own forward ('vision image k', segment 'image k': its rows
+   * are the image's patches); then the text prefill and decode steps, whose positions are
+   * segmented 'text' / 'image N' / 'generated' unless opts.segments says otherwise. The encoder
+   * runs under the load policy; the shadow run encodes the images again under the shadow policy
+   * (same precision policy for vision and text, as in the main run).
    */
   override trace(prompt: Prompt, opts: LlavaTraceOptions = {}): TraceResult {
-    const prepared = this.prepare(prompt, opts.images ?? []);
-    const ids = prepared.ids;
+    const images = (opts.images ?? []).map(toRgb);
+    const encodeWith = (monitor: NumericsMonitor, policy?: string | PrecisionPolicy) => {
+      const encoder = this.encoder.withOptions ? this.encoder.withOptions({ probe: monitor.probe, ...(policy === undefined ? {} : { policy }) }) : this.encoder;
+      return (image: RgbImage, k: number) => {
+        monitor.beginForward(`vision image ${k}`, { segment: `image ${k}` });
+        return encoder.encodeImage(image);
+      };
+    };
     const maxTokens = opts.maxTokens ?? 8;
-    const segments = opts.segments ?? this.segments(prepared);
-    const run = (model: LlamaModel, monitor: NumericsMonitor, tokens: number[] | null) => {
+    const run = (model: LlamaModel, monitor: NumericsMonitor, prepared: PreparedPrompt, segments: (position: number) => string, tokens: number[] | null) => {
+      const ids = prepared.ids;
+      monitor.setSegments(segments);
       const session = this.session(prepared, model);
       monitor.beginForward('prefill');
       let logits = session.forward(ids);
@@ -274,13 +295,16 @@ export class LlavaModel extends TextModel {
       }
       return generated;
     };
-    const monitor = new NumericsMonitor({ segments, residualChannels: true, keepData: opts.shadow !== undefined });
-    const tokens = run(this.withOptions({ probe: monitor.probe }), monitor, null);
+    const monitor = new NumericsMonitor({ residualChannels: true, keepData: opts.shadow !== undefined });
+    const prepared = this.prepare(prompt, images, encodeWith(monitor));
+    const segments = opts.segments ?? this.segments(prepared);
+    const tokens = run(this.withOptions({ probe: monitor.probe }), monitor, prepared, segments, null);
     const report = monitor.report();
     let shadow: TraceReport | undefined;
     if (opts.shadow) {
-      const shadowMonitor = new NumericsMonitor({ segments, residualChannels: true, keepData: true });
-      run(this.withOptions({ probe: shadowMonitor.probe, policy: opts.shadow, kvCache: 'f32' }), shadowMonitor, tokens);
+      const shadowMonitor = new NumericsMonitor({ residualChannels: true, keepData: true });
+      const shadowPrepared = this.prepare(prompt, images, encodeWith(shadowMonitor, opts.shadow));
+      run(this.withOptions({ probe: shadowMonitor.probe, policy: opts.shadow, kvCache: 'f32' }), shadowMonitor, shadowPrepared, segments, tokens);
       shadow = shadowMonitor.report();
     }
     const analyses = analyze(report, shadow ? { shadow } : {});
