@@ -11,6 +11,7 @@ import { resolveSamplingOptions } from '../generate/sampler.js';
 import { loadModel, type Prompt, type TextModel } from '../models/load.js';
 import { TINY_QUANTS, type TinyQuant, writeTinyModel } from '../models/tiny.js';
 import { parsePolicy } from '../precision/policy.js';
+import { setThreads } from '../kernels/wasm/pool.js';
 import { LlavaModel } from '../models/llava/model.js';
 import { IMAGE_TOKEN as IMAGE_PLACEHOLDER } from '../models/llava/tiny.js';
 import { decodeImage } from '../vision/image.js';
@@ -34,6 +35,8 @@ export function stressModelPath(): string {
 
 export interface ModelFlags {
   model?: string;
+  kernels?: 'wasm' | 'reference';
+  threads?: number;
   mmproj?: string;
   policy?: string;
   dtype?: string;
@@ -52,7 +55,9 @@ export async function openModel(flags: ModelFlags): Promise<{ model: TextModel; 
   }
   const kvCache = flags.kvCache === undefined ? undefined : (parseDType(flags.kvCache) as DType);
   if (kvCache === 'bf16') fail('usage', '--kv-cache must be f32 or f16');
+  if (flags.threads !== undefined) setThreads(flags.threads);
   const model = await loadModel(path, {
+    ...(flags.kernels ? { kernels: flags.kernels } : {}),
     ...(policy ? { policy } : {}),
     ...(flags.dtype ? { dtype: parseDType(flags.dtype) } : {}),
     ...(kvCache ? { kvCache: kvCache as 'f32' | 'f16' } : {}),

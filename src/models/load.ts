@@ -19,6 +19,7 @@ import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
 import { llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
 import { LlamaModel, type LlamaModelOptions } from './llama/model.js';
 import type { LlamaLayerWeights, LlamaWeights, Matrix } from './llama/weights.js';
+import { type KernelChoice, packForKernels } from '../ops/linear.js';
 import { defaultPolicy, parsePolicy, type PrecisionPolicy } from '../precision/policy.js';
 
 export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefillChunk' | 'probe'> {
@@ -31,6 +32,8 @@ export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefil
   dtype?: DType;
   /** options for Hub ids */
   hub?: HubOptions;
+  /** matrix kernels: 'wasm' (default; weights repacked into the wasm heap, SIMD on worker threads) or 'reference' (plain TypeScript) */
+  kernels?: KernelChoice;
   /**
    * LLaVA from GGUF: the mmproj GGUF to pair with a text GGUF; default: an `mmproj*.gguf` beside it
    * (see llava/load.ts); false: load the text model alone
@@ -245,6 +248,21 @@ function loadGguf(path: string, opts: LoadOptions): TextModel {
   return assemble('gguf', path, config, weights, tokenizer, template, opts);
 }
 
+/**
+ * The matrices in the form the chosen kernels read. Each packed copy replaces the loaded matrix;
+ * the token embedding stays as loaded for the lookup (a tied output gets its own packed copy).
+ */
+function packWeights(w: LlamaWeights, kernels: KernelChoice): LlamaWeights {
+  if (kernels === 'reference') return w;
+  const pack = (m: Matrix) => packForKernels(m, kernels);
+  return {
+    tokenEmbedding: w.tokenEmbedding,
+    layers: w.layers.map((l) => ({ ...l, wq: pack(l.wq), wk: pack(l.wk), wv: pack(l.wv), wo: pack(l.wo), wGate: pack(l.wGate), wUp: pack(l.wUp), wDown: pack(l.wDown) })),
+    finalNorm: w.finalNorm,
+    output: pack(w.output),
+  };
+}
+
 /** Float matrices converted to `dtype` (quantized ones stay); each replaces the loaded one. */
 export function convertFloatWeights(w: LlamaWeights, dtype: DType | undefined): LlamaWeights {
   if (!dtype) return w;
@@ -269,6 +287,7 @@ export function assemble(
 ): TextModel {
   if (tokenizer.vocabSize > config.vocabSize) fail('config', `the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${config.vocabSize}`);
   const counted = countParameters(weights);
+  weights = packWeights(weights, opts.kernels ?? 'wasm');
   // f16 weights default to safe-f16: half-precision activations where they are safe.
   const dominant = Object.entries(counted.weightTypes).sort((a, b) => b[1] - a[1])[0]?.[0];
   const policy = opts.policy === undefined ? defaultPolicy(dominant) : parsePolicy(opts.policy);

@@ -9,6 +9,7 @@
 import { load } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import { dequantize } from '../formats/gguf/quants.js';
+import { isPacked } from '../kernels/wasm/packed.js';
 import { isQuantized, type Matrix, matrixShape } from './linear.js';
 
 /** Writes row `id` of `w` into out[outOffset, outOffset + dim). */
@@ -18,6 +19,7 @@ export function embeddingRow(out: Float32Array, w: Matrix, id: number, outOffset
   if (!Number.isInteger(outOffset) || outOffset < 0 || outOffset + dim > out.length) {
     fail('shape', `embeddingRow: out holds ${out.length} values, need ${dim} at offset ${outOffset}`);
   }
+  if (isPacked(w)) fail('layout', 'embeddingRow: the embedding matrix stays unpacked (packed matrices serve matmuls only)');
   if (isQuantized(w)) {
     dequantize(w.type, w.data.subarray(id * w.rowBytes, (id + 1) * w.rowBytes), dim, out, outOffset);
     return;

@@ -13,6 +13,8 @@ import { bf16BitsToNumber, f16BitsToNumber } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import type { Tensor } from '../core/tensor.js';
 import { dotQuantRow } from '../formats/gguf/quants.js';
+import { matmulPacked, packMatrix } from '../kernels/wasm/matmul.js';
+import { isPacked, type PackedMatrix } from '../kernels/wasm/packed.js';
 import type { GgmlType } from '../formats/gguf/types.js';
 
 /** GGUF block-quantized types the LLaMA models use. */
@@ -29,8 +31,11 @@ export interface QuantizedMatrix {
   data: Uint8Array;
 }
 
-/** A weight matrix stored as (out, in) rows: a contiguous 2-D Tensor in f32/f16/bf16, or GGUF-quantized rows. */
-export type Matrix = Tensor | QuantizedMatrix;
+/**
+ * A weight matrix stored as (out, in) rows: a contiguous 2-D Tensor in f32/f16/bf16, GGUF-quantized
+ * rows, or either repacked into the wasm heap for the SIMD kernels (see packForKernels).
+ */
+export type Matrix = Tensor | QuantizedMatrix | PackedMatrix;
 
 export function isQuantized(m: Matrix): m is QuantizedMatrix {
   return (m as QuantizedMatrix).kind === 'quantized';
@@ -38,7 +43,7 @@ export function isQuantized(m: Matrix): m is QuantizedMatrix {
 
 /** [rows, cols] = [out, in] of a matrix. */
 export function matrixShape(m: Matrix): [number, number] {
-  if (isQuantized(m)) return [m.rows, m.cols];
+  if (isQuantized(m) || isPacked(m)) return [m.rows, m.cols];
   if (m.rank !== 2) fail('shape', `a weight matrix must be 2-D, got shape [${m.shape.join(', ')}]`);
   return [m.shape[0]!, m.shape[1]!];
 }
@@ -46,6 +51,7 @@ export function matrixShape(m: Matrix): [number, number] {
 /** A short description for error messages: "f16 [64, 32]" or "Q4_K [64, 256]". */
 export function describeMatrix(m: Matrix): string {
   const [rows, cols] = matrixShape(m);
+  if (isPacked(m)) return `${m.type} (packed) [${rows}, ${cols}]`;
   return `${isQuantized(m) ? m.type : m.dtype} [${rows}, ${cols}]`;
 }
 
@@ -62,6 +68,10 @@ export function linear(out: Float32Array, x: Float32Array, rows: number, w: Matr
     fail('layout', 'linear: out overlaps x');
   }
 
+  if (isPacked(w)) {
+    matmulPacked(out, x, rows, w);
+    return;
+  }
   if (isQuantized(w)) {
     if (!QUANT_TYPES.includes(w.type)) fail('dtype', `linear: unsupported quantized type '${String(w.type)}' (supported: ${QUANT_TYPES.join(', ')})`);
     for (let r = 0; r < rows; r++) {
@@ -101,4 +111,16 @@ export function linear(out: Float32Array, x: Float32Array, rows: number, w: Matr
       out[r * outF + o] = sum;
     }
   }
+}
+
+/** Which matrix kernels a model runs: the WASM SIMD ones on worker threads, or these plain references. */
+export type KernelChoice = 'wasm' | 'reference';
+
+/**
+ * The matrix in the form the chosen kernels read: repacked into the wasm heap for 'wasm' (types the
+ * SIMD kernels do not cover stay as they are and run here), unchanged for 'reference'.
+ */
+export function packForKernels(m: Matrix, kernels: KernelChoice): Matrix {
+  if (kernels === 'reference' || isPacked(m)) return m;
+  return packMatrix(m) ?? m;
 }

@@ -12,6 +12,7 @@
  * `vision_tower.vision_model.*` / `multi_modal_projector.*`, or the newer `model.vision_tower.*` /
  * `model.multi_modal_projector.*`), and from a llama.cpp mmproj GgufFile (`v.*`, `mm.*`).
  */
+import { isPacked } from '../../kernels/wasm/packed.js';
 import { fail } from '../../core/errors.js';
 import { Tensor } from '../../core/tensor.js';
 import { dequantize } from '../../formats/gguf/quants.js';
@@ -67,7 +68,7 @@ function checkVector(name: string, v: Float32Array, n: number): void {
 function checkMatrix(name: string, m: Matrix, rows: number, cols: number): void {
   const [r, c] = matrixShape(m);
   if (r !== rows || c !== cols) fail('shape', `${name} is ${describeMatrix(m)}, expected [${rows}, ${cols}]`);
-  if (!isQuantized(m) && !m.isContiguous) fail('layout', `${name} must be contiguous`);
+  if (!isQuantized(m) && !isPacked(m) && !m.isContiguous) fail('layout', `${name} must be contiguous`);
 }
 
 /** Checks every tensor's shape against the config. One-line HalfpipeError naming the tensor. */

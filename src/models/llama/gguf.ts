@@ -13,7 +13,7 @@ import { dequantize as dequantizeInto } from '../../formats/gguf/quants.js';
 import { type GgufFile, type GgufTensorInfo, readTensorBytes } from '../../formats/gguf/reader.js';
 import { ropeScaling, type RopeFrequencies, type RopeScaling } from '../../ops/rope/scaling.js';
 import type { LlamaConfig } from './config.js';
-import type { LlamaLayerWeights, LlamaWeights, Matrix } from './weights.js';
+import type { LlamaLayerWeights, LlamaWeights, QuantizedMatrix } from './weights.js';
 
 const QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 type QuantType = (typeof QUANT_TYPES)[number];
@@ -106,7 +106,7 @@ function tensorF32(file: GgufFile, info: GgufTensorInfo): Float32Array {
 }
 
 /** A GGUF tensor with ne = [in, out] as an (out, in) Matrix, its bytes read straight into place. */
-function matrixFrom(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number): Matrix {
+function matrixFrom(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number): Tensor | QuantizedMatrix {
   const count = info.dims.reduce((a, b) => a * b, 1);
   if (count !== rows * cols || info.dims[0] !== cols) {
     fail('shape', `GGUF tensor ${info.name} has ne [${info.dims.join(', ')}], expected [${cols}, ${rows}]`);

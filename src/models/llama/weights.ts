@@ -4,6 +4,7 @@
  * Q and K rows are used as stored: HF rows pair with 'neox' RoPE, GGUF's permuted rows with 'gptj'
  * (LlamaConfig.ropePairing), so nothing is permuted at load.
  */
+import { isPacked } from '../../kernels/wasm/packed.js';
 import { fail } from '../../core/errors.js';
 import { GGML_TYPES } from '../../formats/gguf/types.js';
 import { describeMatrix, isQuantized, type Matrix, matrixShape, QUANT_TYPES } from '../../ops/linear.js';
@@ -51,7 +52,10 @@ export function checkLlamaWeights(config: LlamaConfig, weights: LlamaWeights): v
   });
   checkVector('final_norm', weights.finalNorm, dim);
   checkMatrix('output', weights.output, vocabSize, dim);
-  if (config.tiedEmbeddings && weights.output !== weights.tokenEmbedding) fail('shape', 'output must be the token_embedding matrix itself when embeddings are tied');
+  // Tied: the same matrix, or its packed copy for the SIMD kernels (the embedding lookup keeps the original).
+  if (config.tiedEmbeddings && weights.output !== weights.tokenEmbedding && !isPacked(weights.output)) {
+    fail('shape', 'output must be the token_embedding matrix itself when embeddings are tied');
+  }
   if (!config.tiedEmbeddings && weights.output === weights.tokenEmbedding) fail('shape', 'output is the token_embedding matrix but the config does not tie embeddings');
 }
 
@@ -69,6 +73,8 @@ function checkMatrix(name: string, m: Matrix, rows: number, cols: number): void 
     const rowBytes = (m.cols / blockSize) * typeSize;
     if (m.rowBytes !== rowBytes) fail('shape', `${name} is ${m.type} [${m.rows}, ${m.cols}] with ${m.rowBytes} bytes per row, expected ${rowBytes}`);
     if (!(m.data instanceof Uint8Array) || m.data.length < m.rows * m.rowBytes) fail('shape', `${name} holds ${m.data?.length} bytes, expected ${m.rows * m.rowBytes}`);
+  } else if (isPacked(m)) {
+    // Packed in the wasm heap by packForKernels: its shape is checked below.
   } else if (m.rank !== 2 || !m.isContiguous) {
     fail('shape', `${name} must be a contiguous 2-D tensor, got shape [${m.shape.join(', ')}] with strides [${m.strides.join(', ')}]`);
   }

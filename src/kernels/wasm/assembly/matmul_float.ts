@@ -1,0 +1,189 @@
+// Float matrix products out (tokens, rows) = x (tokens, cols) . W^T, WASM SIMD, for
+// weights in f32, f16 or bf16 repacked by src/kernels/wasm/matmul-float.ts.
+//
+// Packed layout: rows padded to a multiple of 4 (groups of 4 rows), cols padded to a
+// multiple of 8 (cp) with zeros. Group g is one sequential stream of cp/8 blocks; block b
+// holds the 8 columns [8b, 8b+8) of the group's 4 rows, row after row:
+//   f32:       4 rows x 8 f32 in column order                      (128 bytes)
+//   f16/bf16:  4 rows x 8 halves, permuted c0 c4 c1 c5 c2 c6 c3 c7 (64 bytes)
+// so that the low half of 32-bit lane j holds column j and the high half column j+4:
+// decoding one v128 gives columns 0..3 (low halves) and 4..7 (high halves) with shifts
+// and masks only, and x stays in its natural order.
+//
+// x: tokens rows of cp f32 (the padding zero); for f16 "fast" x is prescaled by 2^112
+// (the caller checks |x| < 2^16), so the raw decode (exponent not rebiased) times the
+// scaled x is the exact product w*x rounded once to f32. The "exact" f16 variant decodes
+// every weight fully (rebias multiply, inf/NaN fix-up) and takes x as it is.
+//
+// Accumulation is in f32 lanes: a sum of cols terms goes through at most cp/4 + 3 roundings
+// (chains of cp/8 or cp/4 per lane, then a 3-level reduction), so
+// |error| <= (cp/4 + 4) * 2^-24 * sum_i |x_i w_i| (first order); typical errors are far
+// smaller (random walk).
+//
+// No static data (the shared memory's kernel-data region belongs to other kernels).
+
+const T_F32: i32 = 0;
+const T_F16: i32 = 1;
+const T_BF16: i32 = 2;
+
+// ---------------------------------------------------------------------------
+// Weight decoding: one 16-byte load per row per 8 columns (two for f32).
+// ---------------------------------------------------------------------------
+
+/** f16 bits in the top half of each lane (low half arbitrary) -> exact f32 (inf/NaN too). */
+// @ts-ignore: decorator
+@inline function f16Exact(top: v128): v128 {
+  const v = f32x4.mul(v128.and(i32x4.shr_s(top, 3), i32x4.splat(<i32>0x8FFFE000)), i32x4.splat(0x77800000));
+  const infNan = i32x4.eq(v128.and(top, i32x4.splat(0x7C000000)), i32x4.splat(0x7C000000));
+  return v128.or(v, v128.and(infNan, i32x4.splat(0x7F800000)));
+}
+
+/** Columns 0..3 of a row's block (raw = its first 16 bytes at p). */
+// @ts-ignore: decorator
+@inline function wLo(type: i32, exact: bool, raw: v128): v128 {
+  if (type == T_F32) return raw;
+  if (type == T_BF16) return i32x4.shl(raw, 16);
+  if (exact) return f16Exact(i32x4.shl(raw, 16));
+  // Raw decode: value * 2^-112 (x carries the 2^112).
+  return v128.and(i32x4.shr_s(i32x4.shl(raw, 16), 3), i32x4.splat(<i32>0x8FFFE000));
+}
+
+/** Columns 4..7 of a row's block. */
+// @ts-ignore: decorator
+@inline function wHi(type: i32, exact: bool, raw: v128, p: usize): v128 {
+  if (type == T_F32) return v128.load(p, 16);
+  if (type == T_BF16) return v128.and(raw, i32x4.splat(<i32>0xFFFF0000));
+  if (exact) return f16Exact(raw);
+  // The low half's bits land below bit 13 after the shift and the mask clears them.
+  return v128.and(i32x4.shr_s(raw, 3), i32x4.splat(<i32>0x8FFFE000));
+}
+
+/** [sum(a0), sum(a1), sum(a2), sum(a3)]. */
+// @ts-ignore: decorator
+@inline function hsum4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+  return f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+}
+
+/** Stores the 4 sums of rows [r0, r0+4) that exist (rows not a multiple of 4: the last group's tail). */
+// @ts-ignore: decorator
+@inline function store4(outRow: usize, r0: i32, rows: i32, v: v128): void {
+  const p = outRow + (<usize>r0 << 2);
+  if (r0 + 4 <= rows) {
+    v128.store(p, v);
+  } else {
+    store<f32>(p, f32x4.extract_lane(v, 0));
+    if (r0 + 1 < rows) store<f32>(p, f32x4.extract_lane(v, 1), 4);
+    if (r0 + 2 < rows) store<f32>(p, f32x4.extract_lane(v, 2), 8);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Micro-kernels: 4 rows x 1 token (8 accumulators: row x lo/hi) and 4 rows x 2 tokens
+// (8 accumulators: row x token). Weights of a group are read once per token tile; a
+// group (4 x cp values) stays in L1/L2 between the tiles of a prefill.
+// ---------------------------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline function group1(type: i32, exact: bool, wg: usize, blocks: i32, x: usize): v128 {
+  const BB: usize = type == T_F32 ? 128 : 64;
+  const RB: usize = BB >> 2;
+  let a0l = f32x4.splat(0), a0h = f32x4.splat(0), a1l = f32x4.splat(0), a1h = f32x4.splat(0);
+  let a2l = f32x4.splat(0), a2h = f32x4.splat(0), a3l = f32x4.splat(0), a3h = f32x4.splat(0);
+  let p = wg;
+  let xp = x;
+  for (let b = 0; b < blocks; b++, p += BB, xp += 32) {
+    const xl = v128.load(xp);
+    const xh = v128.load(xp, 16);
+    let raw = v128.load(p);
+    a0l = f32x4.add(a0l, f32x4.mul(wLo(type, exact, raw), xl));
+    a0h = f32x4.add(a0h, f32x4.mul(wHi(type, exact, raw, p), xh));
+    raw = v128.load(p + RB);
+    a1l = f32x4.add(a1l, f32x4.mul(wLo(type, exact, raw), xl));
+    a1h = f32x4.add(a1h, f32x4.mul(wHi(type, exact, raw, p + RB), xh));
+    raw = v128.load(p + 2 * RB);
+    a2l = f32x4.add(a2l, f32x4.mul(wLo(type, exact, raw), xl));
+    a2h = f32x4.add(a2h, f32x4.mul(wHi(type, exact, raw, p + 2 * RB), xh));
+    raw = v128.load(p + 3 * RB);
+    a3l = f32x4.add(a3l, f32x4.mul(wLo(type, exact, raw), xl));
+    a3h = f32x4.add(a3h, f32x4.mul(wHi(type, exact, raw, p + 3 * RB), xh));
+  }
+  return hsum4(f32x4.add(a0l, a0h), f32x4.add(a1l, a1h), f32x4.add(a2l, a2h), f32x4.add(a3l, a3h));
+}
+
+// @ts-ignore: decorator
+@inline function run(type: i32, exact: bool, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32): void {
+  const BB: usize = type == T_F32 ? 128 : 64;
+  const RB: usize = BB >> 2;
+  const blocks = cp >> 3;
+  const groupBytes = <usize>blocks * BB;
+  const xStride = <usize>cp << 2;
+  const outStride = <usize>rows << 2;
+  for (let g = g0; g < g1; g++) {
+    const wg = w + <usize>g * groupBytes;
+    const r0 = g << 2;
+    let t = 0;
+    for (; t + 2 <= tokens; t += 2) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+      let p = wg;
+      let xa = x + <usize>t * xStride;
+      let xb = xa + xStride;
+      for (let b = 0; b < blocks; b++, p += BB, xa += 32, xb += 32) {
+        // Columns 0..3 of the block.
+        let xl = v128.load(xa);
+        let yl = v128.load(xb);
+        const r0v = v128.load(p);
+        const r1v = v128.load(p + RB);
+        const r2v = v128.load(p + 2 * RB);
+        const r3v = v128.load(p + 3 * RB);
+        let wv = wLo(type, exact, r0v);
+        a0 = f32x4.add(a0, f32x4.mul(wv, xl));
+        b0 = f32x4.add(b0, f32x4.mul(wv, yl));
+        wv = wLo(type, exact, r1v);
+        a1 = f32x4.add(a1, f32x4.mul(wv, xl));
+        b1 = f32x4.add(b1, f32x4.mul(wv, yl));
+        wv = wLo(type, exact, r2v);
+        a2 = f32x4.add(a2, f32x4.mul(wv, xl));
+        b2 = f32x4.add(b2, f32x4.mul(wv, yl));
+        wv = wLo(type, exact, r3v);
+        a3 = f32x4.add(a3, f32x4.mul(wv, xl));
+        b3 = f32x4.add(b3, f32x4.mul(wv, yl));
+        // Columns 4..7.
+        xl = v128.load(xa, 16);
+        yl = v128.load(xb, 16);
+        wv = wHi(type, exact, r0v, p);
+        a0 = f32x4.add(a0, f32x4.mul(wv, xl));
+        b0 = f32x4.add(b0, f32x4.mul(wv, yl));
+        wv = wHi(type, exact, r1v, p + RB);
+        a1 = f32x4.add(a1, f32x4.mul(wv, xl));
+        b1 = f32x4.add(b1, f32x4.mul(wv, yl));
+        wv = wHi(type, exact, r2v, p + 2 * RB);
+        a2 = f32x4.add(a2, f32x4.mul(wv, xl));
+        b2 = f32x4.add(b2, f32x4.mul(wv, yl));
+        wv = wHi(type, exact, r3v, p + 3 * RB);
+        a3 = f32x4.add(a3, f32x4.mul(wv, xl));
+        b3 = f32x4.add(b3, f32x4.mul(wv, yl));
+      }
+      const o = out + <usize>t * outStride;
+      store4(o, r0, rows, hsum4(a0, a1, a2, a3));
+      store4(o + outStride, r0, rows, hsum4(b0, b1, b2, b3));
+    }
+    if (t < tokens) store4(out + <usize>t * outStride, r0, rows, group1(type, exact, wg, blocks, x + <usize>t * xStride));
+  }
+}
+
+/**
+ * out[t*rows + r] = sum_i x[t*cp + i] * W[r, i] for row groups [g0, g1) (rows 4g .. 4g+3 that
+ * exist) and every token t < tokens. type: 0 f32, 1 f16, 2 bf16; exact (f16 only): 0 when x
+ * was prescaled by 2^112, 1 for the full decode. Pointers are byte addresses (x and w 16-byte
+ * aligned is best, any alignment works). slot is unused.
+ */
+export function matmul(type: i32, exact: i32, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32, slot: i32): void {
+  slot;
+  if (type == T_F32) run(T_F32, false, w, rows, cp, tokens, x, out, g0, g1);
+  else if (type == T_BF16) run(T_BF16, false, w, rows, cp, tokens, x, out, g0, g1);
+  else if (exact == 0) run(T_F16, false, w, rows, cp, tokens, x, out, g0, g1);
+  else run(T_F16, true, w, rows, cp, tokens, x, out, g0, g1);
+}
