@@ -170,10 +170,28 @@ describe('matmulFloat', () => {
     }
   });
 
+  test('column padding is zero even after scratch held inf (a padded weight column times inf would be NaN)', () => {
+    for (const dtype of DTYPES) {
+      const x = new Float32Array(16).fill(Infinity);
+      const w16 = packFloatMatrix(weights(dtype, 4, 16, () => 0));
+      const out = new Float32Array(4);
+      matmulFloat(out, x, 1, w16);
+      assert.ok(out.every((v) => Number.isNaN(v)));
+      freeFloatMatrix(w16);
+      const w9 = weights(dtype, 4, 9, (o, i) => o + i + 1);
+      check(w9, Float32Array.from({ length: 9 }, (_, i) => i - 4), 1, `${dtype} after inf`);
+    }
+  });
+
   test('f16 inf and NaN weights decode exactly (matrix-level exact path)', () => {
     const r = rng(5);
     const w = weights('f16', 9, 19, (o, i) => (o === 2 && i === 5 ? Infinity : o === 4 && i === 0 ? -Infinity : o === 6 && i === 18 ? NaN : r() - 0.5));
     check(w, randomX(r, 3 * 19), 3, 'f16 specials');
+    // A single special, in a full 8-column block or in the column tail (found by either scan).
+    for (const [o, i, v] of [[1, 3, Infinity], [3, 17, -Infinity], [2, 18, NaN], [0, 9, NaN]] as const) {
+      const w1 = weights('f16', 5, 19, (oo, ii) => (oo === o && ii === i ? v : r() - 0.5));
+      check(w1, randomX(r, 2 * 19), 2, `f16 single special at ${o},${i}`);
+    }
   });
 
   test('bf16 and f32 large and tiny magnitudes', () => {
@@ -213,6 +231,26 @@ describe('matmulFloat', () => {
     } finally {
       freeFloatMatrix(packed);
     }
+  });
+
+  test('a copy of the PackedMatrix object works (details derived once, f16 inf found by a scan)', () => {
+    const r = rng(31);
+    for (const special of [false, true]) {
+      const w = weights('f16', 6, 21, (o, i) => (special && o === 5 && i === 20 ? Infinity : r() - 0.5));
+      const packed = packFloatMatrix(w);
+      const copy = { ...packed };
+      const x = randomX(r, 2 * 21, 1000);
+      const want = new Float32Array(12);
+      const got = new Float32Array(12);
+      matmulFloat(want, x, 2, packed);
+      matmulFloat(got, x, 2, copy);
+      assert.deepEqual(got, want);
+      const ref = new Float32Array(12);
+      linear(ref, x, 2, w);
+      if (special) assert.ok(got.some((v) => !Number.isFinite(v)) && got.every((v, k) => Number.isFinite(v) === Number.isFinite(ref[k]!)));
+      freeFloatMatrix(packed);
+    }
+    assert.throws(() => matmulFloat(new Float32Array(4), new Float32Array(8), 1, { kind: 'packed', type: 'f32', rows: 4, cols: 8, ptr: 65536, bytes: 100 }), /not packed/);
   });
 
   test('rejects bad input', () => {

@@ -40,22 +40,22 @@ const T_BF16: i32 = 2;
 
 /** Columns 0..3 of a row's block (raw = its first 16 bytes at p). */
 // @ts-ignore: decorator
-@inline function wLo(type: i32, exact: bool, raw: v128): v128 {
+@inline function wLo(type: i32, exact: bool, raw: v128, mask: v128): v128 {
   if (type == T_F32) return raw;
   if (type == T_BF16) return i32x4.shl(raw, 16);
   if (exact) return f16Exact(i32x4.shl(raw, 16));
   // Raw decode: value * 2^-112 (x carries the 2^112).
-  return v128.and(i32x4.shr_s(i32x4.shl(raw, 16), 3), i32x4.splat(<i32>0x8FFFE000));
+  return v128.and(i32x4.shr_s(i32x4.shl(raw, 16), 3), mask);
 }
 
 /** Columns 4..7 of a row's block. */
 // @ts-ignore: decorator
-@inline function wHi(type: i32, exact: bool, raw: v128, p: usize): v128 {
+@inline function wHi(type: i32, exact: bool, raw: v128, p: usize, mask: v128): v128 {
   if (type == T_F32) return v128.load(p, 16);
-  if (type == T_BF16) return v128.and(raw, i32x4.splat(<i32>0xFFFF0000));
+  if (type == T_BF16) return v128.and(raw, mask);
   if (exact) return f16Exact(raw);
   // The low half's bits land below bit 13 after the shift and the mask clears them.
-  return v128.and(i32x4.shr_s(raw, 3), i32x4.splat(<i32>0x8FFFE000));
+  return v128.and(i32x4.shr_s(raw, 3), mask);
 }
 
 /** [sum(a0), sum(a1), sum(a2), sum(a3)]. */
@@ -86,7 +86,7 @@ const T_BF16: i32 = 2;
 // ---------------------------------------------------------------------------
 
 // @ts-ignore: decorator
-@inline function group1(type: i32, exact: bool, wg: usize, blocks: i32, x: usize): v128 {
+@inline function group1(type: i32, exact: bool, wg: usize, blocks: i32, x: usize, mask: v128): v128 {
   const BB: usize = type == T_F32 ? 128 : 64;
   const RB: usize = BB >> 2;
   let a0l = f32x4.splat(0), a0h = f32x4.splat(0), a1l = f32x4.splat(0), a1h = f32x4.splat(0);
@@ -97,23 +97,26 @@ const T_BF16: i32 = 2;
     const xl = v128.load(xp);
     const xh = v128.load(xp, 16);
     let raw = v128.load(p);
-    a0l = f32x4.add(a0l, f32x4.mul(wLo(type, exact, raw), xl));
-    a0h = f32x4.add(a0h, f32x4.mul(wHi(type, exact, raw, p), xh));
+    a0l = f32x4.add(a0l, f32x4.mul(wLo(type, exact, raw, mask), xl));
+    a0h = f32x4.add(a0h, f32x4.mul(wHi(type, exact, raw, p, mask), xh));
     raw = v128.load(p + RB);
-    a1l = f32x4.add(a1l, f32x4.mul(wLo(type, exact, raw), xl));
-    a1h = f32x4.add(a1h, f32x4.mul(wHi(type, exact, raw, p + RB), xh));
+    a1l = f32x4.add(a1l, f32x4.mul(wLo(type, exact, raw, mask), xl));
+    a1h = f32x4.add(a1h, f32x4.mul(wHi(type, exact, raw, p + RB, mask), xh));
     raw = v128.load(p + 2 * RB);
-    a2l = f32x4.add(a2l, f32x4.mul(wLo(type, exact, raw), xl));
-    a2h = f32x4.add(a2h, f32x4.mul(wHi(type, exact, raw, p + 2 * RB), xh));
+    a2l = f32x4.add(a2l, f32x4.mul(wLo(type, exact, raw, mask), xl));
+    a2h = f32x4.add(a2h, f32x4.mul(wHi(type, exact, raw, p + 2 * RB, mask), xh));
     raw = v128.load(p + 3 * RB);
-    a3l = f32x4.add(a3l, f32x4.mul(wLo(type, exact, raw), xl));
-    a3h = f32x4.add(a3h, f32x4.mul(wHi(type, exact, raw, p + 3 * RB), xh));
+    a3l = f32x4.add(a3l, f32x4.mul(wLo(type, exact, raw, mask), xl));
+    a3h = f32x4.add(a3h, f32x4.mul(wHi(type, exact, raw, p + 3 * RB, mask), xh));
   }
   return hsum4(f32x4.add(a0l, a0h), f32x4.add(a1l, a1h), f32x4.add(a2l, a2h), f32x4.add(a3l, a3h));
 }
 
 // @ts-ignore: decorator
-@inline function run(type: i32, exact: bool, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32): void {
+@inline function run(type: i32, exact: bool, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32, maskBits: i32): void {
+  // The decode mask comes in as an argument: a v128.const would be rematerialised by V8 at
+  // every use inside the loops (several instructions each); a splat of a parameter stays in a register.
+  const mask = i32x4.splat(maskBits);
   const BB: usize = type == T_F32 ? 128 : 64;
   const RB: usize = BB >> 2;
   const blocks = cp >> 3;
@@ -123,67 +126,90 @@ const T_BF16: i32 = 2;
   for (let g = g0; g < g1; g++) {
     const wg = w + <usize>g * groupBytes;
     const r0 = g << 2;
-    let t = 0;
-    for (; t + 2 <= tokens; t += 2) {
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
-      let p = wg;
-      let xa = x + <usize>t * xStride;
-      let xb = xa + xStride;
-      for (let b = 0; b < blocks; b++, p += BB, xa += 32, xb += 32) {
-        // Columns 0..3 of the block.
-        let xl = v128.load(xa);
-        let yl = v128.load(xb);
-        const r0v = v128.load(p);
-        const r1v = v128.load(p + RB);
-        const r2v = v128.load(p + 2 * RB);
-        const r3v = v128.load(p + 3 * RB);
-        let wv = wLo(type, exact, r0v);
-        a0 = f32x4.add(a0, f32x4.mul(wv, xl));
-        b0 = f32x4.add(b0, f32x4.mul(wv, yl));
-        wv = wLo(type, exact, r1v);
-        a1 = f32x4.add(a1, f32x4.mul(wv, xl));
-        b1 = f32x4.add(b1, f32x4.mul(wv, yl));
-        wv = wLo(type, exact, r2v);
-        a2 = f32x4.add(a2, f32x4.mul(wv, xl));
-        b2 = f32x4.add(b2, f32x4.mul(wv, yl));
-        wv = wLo(type, exact, r3v);
-        a3 = f32x4.add(a3, f32x4.mul(wv, xl));
-        b3 = f32x4.add(b3, f32x4.mul(wv, yl));
-        // Columns 4..7.
-        xl = v128.load(xa, 16);
-        yl = v128.load(xb, 16);
-        wv = wHi(type, exact, r0v, p);
-        a0 = f32x4.add(a0, f32x4.mul(wv, xl));
-        b0 = f32x4.add(b0, f32x4.mul(wv, yl));
-        wv = wHi(type, exact, r1v, p + RB);
-        a1 = f32x4.add(a1, f32x4.mul(wv, xl));
-        b1 = f32x4.add(b1, f32x4.mul(wv, yl));
-        wv = wHi(type, exact, r2v, p + 2 * RB);
-        a2 = f32x4.add(a2, f32x4.mul(wv, xl));
-        b2 = f32x4.add(b2, f32x4.mul(wv, yl));
-        wv = wHi(type, exact, r3v, p + 3 * RB);
-        a3 = f32x4.add(a3, f32x4.mul(wv, xl));
-        b3 = f32x4.add(b3, f32x4.mul(wv, yl));
-      }
-      const o = out + <usize>t * outStride;
-      store4(o, r0, rows, hsum4(a0, a1, a2, a3));
-      store4(o + outStride, r0, rows, hsum4(b0, b1, b2, b3));
-    }
-    if (t < tokens) store4(out + <usize>t * outStride, r0, rows, group1(type, exact, wg, blocks, x + <usize>t * xStride));
+    // Every token through the same 1-token micro-kernel: each output is summed in the same order
+    // however many tokens a call holds, so chunked prefill, batches and decode agree bit for bit.
+    // (The group's weights stay in L1/L2 between the tokens of a prefill.)
+    for (let t = 0; t < tokens; t++) store4(out + <usize>t * outStride, r0, rows, group1(type, exact, wg, blocks, x + <usize>t * xStride, mask));
   }
 }
 
 /**
  * out[t*rows + r] = sum_i x[t*cp + i] * W[r, i] for row groups [g0, g1) (rows 4g .. 4g+3 that
- * exist) and every token t < tokens. type: 0 f32, 1 f16, 2 bf16; exact (f16 only): 0 when x
- * was prescaled by 2^112, 1 for the full decode. Pointers are byte addresses (x and w 16-byte
- * aligned is best, any alignment works). slot is unused.
+ * exist) and every token t < tokens, one export per weight type: f32, bf16, f16 (x prescaled by
+ * 2^112) and f16x (full decode, x as it is). Pointers are byte addresses (x and w 16-byte aligned
+ * is best, any alignment works). maskBits: 0x8FFFE000 for f16, 0xFFFF0000 for bf16 (anything
+ * for f32). slot is unused.
+ *
+ * Separate exports, not one with a type switch: binaryen merges the specialised loops of a
+ * switch back into one loop that branches per element (4x slower).
  */
-export function matmul(type: i32, exact: i32, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32, slot: i32): void {
+export function matmul_f32(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, maskBits: i32, g0: i32, g1: i32, slot: i32): void {
   slot;
-  if (type == T_F32) run(T_F32, false, w, rows, cp, tokens, x, out, g0, g1);
-  else if (type == T_BF16) run(T_BF16, false, w, rows, cp, tokens, x, out, g0, g1);
-  else if (exact == 0) run(T_F16, false, w, rows, cp, tokens, x, out, g0, g1);
-  else run(T_F16, true, w, rows, cp, tokens, x, out, g0, g1);
+  run(T_F32, false, w, rows, cp, tokens, x, out, g0, g1, maskBits);
+}
+
+export function matmul_bf16(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, maskBits: i32, g0: i32, g1: i32, slot: i32): void {
+  slot;
+  run(T_BF16, false, w, rows, cp, tokens, x, out, g0, g1, maskBits);
+}
+
+export function matmul_f16(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, maskBits: i32, g0: i32, g1: i32, slot: i32): void {
+  slot;
+  run(T_F16, false, w, rows, cp, tokens, x, out, g0, g1, maskBits);
+}
+
+export function matmul_f16x(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, maskBits: i32, g0: i32, g1: i32, slot: i32): void {
+  slot;
+  run(T_F16, true, w, rows, cp, tokens, x, out, g0, g1, maskBits);
+}
+
+// ---------------------------------------------------------------------------
+// Packing (once per matrix, at load): src holds the (rows, cols) matrix row-major, dst the
+// packed layout above, already zeroed (the padding stays zero).
+// ---------------------------------------------------------------------------
+
+/** f32 rows -> groups of 4 rows x blocks of 8 columns. */
+export function pack_f32(src: usize, dst: usize, rows: i32, cols: i32): void {
+  const blocks = (cols + 7) >> 3;
+  const full = cols >> 3;
+  for (let o = 0; o < rows; o++) {
+    const s = src + (<usize>o * <usize>cols << 2);
+    let d = dst + ((<usize>(o >> 2) * <usize>blocks * 4 + <usize>(o & 3)) << 5);
+    let b = 0;
+    for (; b < full; b++, d += 128) {
+      v128.store(d, v128.load(s + (<usize>b << 5)));
+      v128.store(d, v128.load(s + (<usize>b << 5), 16), 16);
+    }
+    for (let i = b << 3; i < cols; i++) store<f32>(d + (<usize>(i & 7) << 2), load<f32>(s + (<usize>i << 2)));
+  }
+}
+
+/**
+ * f16/bf16 rows -> groups of 4 rows x blocks of 8 halves, each block's halves permuted to
+ * c0 c4 c1 c5 c2 c6 c3 c7. Returns 1 when some half has exponent bits 0x7C00 all set (an f16
+ * inf/NaN: such a matrix needs the full decode), else 0.
+ */
+export function pack_16(src: usize, dst: usize, rows: i32, cols: i32): i32 {
+  const blocks = (cols + 7) >> 3;
+  const full = cols >> 3;
+  const expMask = i16x8.splat(0x7C00);
+  let special = i16x8.splat(0);
+  let specialTail: i32 = 0;
+  for (let o = 0; o < rows; o++) {
+    const s = src + (<usize>o * <usize>cols << 1);
+    let d = dst + ((<usize>(o >> 2) * <usize>blocks * 4 + <usize>(o & 3)) << 4);
+    let b = 0;
+    for (; b < full; b++, d += 64) {
+      const v = v128.load(s + (<usize>b << 4));
+      special = v128.or(special, i16x8.eq(v128.and(v, expMask), expMask));
+      v128.store(d, i8x16.shuffle(v, v, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15));
+    }
+    for (let i = b << 3; i < cols; i++) {
+      const h = load<u16>(s + (<usize>i << 1));
+      if ((h & 0x7C00) == 0x7C00) specialTail = 1;
+      const k = i & 7;
+      store<u16>(d + (<usize>(k < 4 ? 2 * k : 2 * (k - 4) + 1) << 1), h);
+    }
+  }
+  return v128.any_true(special) || specialTail != 0 ? 1 : 0;
 }
