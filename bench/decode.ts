@@ -7,6 +7,7 @@
  *   --prefill N   prompt tokens (default 128)
  *   --decode N    generated tokens (default 64)
  *   --types LIST  comma-separated of f32,f16,Q8_0 (default all)
+ *   --threads N   halfpipe's threads (default 1, as llama.cpp runs here)
  */
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,15 +15,23 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { getLlama, type Token } from 'node-llama-cpp';
+import { setThreads } from '../src/kernels/wasm/pool.js';
 import { loadModel } from '../src/models/load.js';
 import { writeTinyModel } from '../src/models/tiny.js';
 
 const { values } = parseArgs({
-  options: { prefill: { type: 'string', default: '128' }, decode: { type: 'string', default: '64' }, types: { type: 'string', default: 'f32,f16,Q8_0' } },
+  options: {
+    prefill: { type: 'string', default: '128' },
+    decode: { type: 'string', default: '64' },
+    types: { type: 'string', default: 'f32,f16,Q8_0' },
+    threads: { type: 'string', default: '1' },
+  },
 });
 const PREFILL = Number(values.prefill);
 const DECODE = Number(values.decode);
 const TYPES = values.types!.split(',');
+const THREADS = Number(values.threads);
+setThreads(THREADS);
 
 // ~97M parameters: 14 layers of dim 768 with a 2304-wide MLP and 4 KV heads.
 const SHAPE = { hidden_size: 768, intermediate_size: 2304, num_hidden_layers: 14, num_attention_heads: 12, num_key_value_heads: 4, max_position_embeddings: 1024 };
@@ -98,7 +107,7 @@ for (const type of TYPES) {
 }
 await llama.dispose();
 
-console.log(`decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, 1 thread; copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (256 MiB Float32Array.set, read + write)`);
+console.log(`decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe ${THREADS} thread(s) (--kernels wasm), llama.cpp 1 thread; copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (256 MiB Float32Array.set, read + write)`);
 console.log('');
 console.log('| weights | file | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | weight GB/s (halfpipe decode) | of copy bandwidth |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');

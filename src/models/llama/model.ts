@@ -174,6 +174,13 @@ class RunState {
   readonly up: Float32Array; // (chunk, hiddenDim)
   readonly positions: Int32Array; // (chunk)
   scores = new Float64Array(0); // (positions attended + headDim) attention scratch, grown on demand
+  private recorded = { scores: new Float32Array(0), probs: new Float32Array(0) }; // for a probe only
+
+  /** Buffers for the attention scores and probabilities a probe sees, (tokens, heads, positions), grown on demand. */
+  attentionRecord(n: number): { scores: Float32Array; probs: Float32Array } {
+    if (this.recorded.scores.length < n) this.recorded = { scores: new Float32Array(2 * n), probs: new Float32Array(2 * n) };
+    return { scores: this.recorded.scores.subarray(0, n), probs: this.recorded.probs.subarray(0, n) };
+  }
 
   constructor(c: LlamaConfig, chunk: number) {
     this.x = new Float32Array(chunk * c.dim);
@@ -311,7 +318,7 @@ export class LlamaSession {
       cache.write(l, start, m, kData, s.v);
       // Causal (GQA, optionally windowed) attention over every cached position; a probe also sees
       // the scores and probabilities, as (tokens, heads, positions).
-      const record = this.model.probe ? { scores: new Float32Array(m * nHeads * (start + m)), probs: new Float32Array(m * nHeads * (start + m)) } : undefined;
+      const record = this.model.probe ? s.attentionRecord(m * nHeads * (start + m)) : undefined;
       attention({
         out: s.att,
         q: qData,
