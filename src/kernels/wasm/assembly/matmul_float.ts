@@ -80,9 +80,8 @@ const T_BF16: i32 = 2;
 }
 
 // ---------------------------------------------------------------------------
-// Micro-kernels: 4 rows x 1 token (8 accumulators: row x lo/hi) and 4 rows x 2 tokens
-// (8 accumulators: row x token). Weights of a group are read once per token tile; a
-// group (4 x cp values) stays in L1/L2 between the tiles of a prefill.
+// The micro-kernel: 4 rows x 1 token (8 accumulators: row x lo/hi). A group of 4 rows
+// (4 x cp values) stays in L1/L2 between the tokens of a prefill.
 // ---------------------------------------------------------------------------
 
 // @ts-ignore: decorator
@@ -118,7 +117,6 @@ const T_BF16: i32 = 2;
   // every use inside the loops (several instructions each); a splat of a parameter stays in a register.
   const mask = i32x4.splat(maskBits);
   const BB: usize = type == T_F32 ? 128 : 64;
-  const RB: usize = BB >> 2;
   const blocks = cp >> 3;
   const groupBytes = <usize>blocks * BB;
   const xStride = <usize>cp << 2;
