@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { getLlama, type Token } from 'node-llama-cpp';
-import { setThreads } from '../src/kernels/wasm/pool.js';
+import { wasmHeap } from '../src/kernels/wasm/heap.js';
+import { runRows, setThreads } from '../src/kernels/wasm/pool.js';
 import { loadModel } from '../src/models/load.js';
 import { writeTinyModel } from '../src/models/tiny.js';
 
@@ -35,6 +36,25 @@ setThreads(THREADS);
 
 // ~97M parameters: 14 layers of dim 768 with a 2304-wide MLP and 4 KV heads.
 const SHAPE = { hidden_size: 768, intermediate_size: 2304, num_hidden_layers: 14, num_attention_heads: 12, num_key_value_heads: 4, max_position_embeddings: 1024 };
+
+/** WASM SIMD streaming read of 256 MiB in the heap on the pool's threads (bytes per second), best of 5. */
+function wasmReadBandwidth(): number {
+  const heap = wasmHeap();
+  const bytes = 256 << 20;
+  const rowBytes = 1 << 16;
+  const ptr = heap.alloc(bytes);
+  const sink = heap.alloc(64);
+  heap.u8(ptr, bytes).fill(1);
+  let best = Infinity;
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    runRows({ kernel: 'matmul_quant', fn: 'read_rows', args: [ptr, rowBytes, sink], rows: bytes / rowBytes, rowWork: rowBytes });
+    best = Math.min(best, performance.now() - t0);
+  }
+  heap.free(ptr);
+  heap.free(sink);
+  return bytes / (best / 1000);
+}
 
 /** Copy bandwidth (bytes read + written per second) of a 256 MiB Float32Array.set, best of 5. */
 function copyBandwidth(): number {
@@ -66,6 +86,7 @@ const prompt = Array.from({ length: PREFILL }, (_, i) => 3 + ((i * 7919) % 500))
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
 const rows: string[] = [];
 const bandwidth = copyBandwidth();
+const readBandwidth = wasmReadBandwidth();
 
 for (const type of TYPES) {
   const path = modelPath(type);
@@ -82,6 +103,9 @@ for (const type of TYPES) {
     logits = session.forward([best]);
   }
   const t2 = performance.now();
+  // Peak memory while decoding against what decode needs: the weights and the KV cache.
+  const rss = process.memoryUsage().rss;
+  const kvBytes = 2 * model.config.nLayers * model.config.nKvHeads * model.config.headDim * 4 * (PREFILL + DECODE);
   const ours = { prefill: PREFILL / ((t1 - t0) / 1000), decode: DECODE / ((t2 - t1) / 1000) };
 
   // llama.cpp on the same file, 1 thread, F32 KV cache.
@@ -102,15 +126,17 @@ for (const type of TYPES) {
 
   const streamed = weightBytes * ours.decode;
   rows.push(
-    `| ${type} | ${(weightBytes / 2 ** 20).toFixed(0)} MiB | ${ours.prefill.toFixed(1)} | ${theirs.prefill.toFixed(1)} | ${(ours.prefill / theirs.prefill).toFixed(3)} | ${ours.decode.toFixed(2)} | ${theirs.decode.toFixed(1)} | ${(ours.decode / theirs.decode).toFixed(3)} | ${(streamed / 1e9).toFixed(2)} | ${((100 * streamed) / bandwidth).toFixed(1)}% |`,
+    `| ${type} | ${(weightBytes / 2 ** 20).toFixed(0)} MiB | ${ours.prefill.toFixed(1)} | ${theirs.prefill.toFixed(1)} | ${(ours.prefill / theirs.prefill).toFixed(3)} | ${ours.decode.toFixed(2)} | ${theirs.decode.toFixed(1)} | ${(ours.decode / theirs.decode).toFixed(3)} | ${(streamed / 1e9).toFixed(2)} | ${((100 * streamed) / readBandwidth).toFixed(1)}% | ${(rss / (weightBytes + kvBytes)).toFixed(2)}x |`,
   );
 }
 await llama.dispose();
 
-console.log(`decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe ${THREADS} thread(s) (--kernels wasm), llama.cpp 1 thread; copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (256 MiB Float32Array.set, read + write)`);
+console.log(
+  `decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe ${THREADS} thread(s) (--kernels wasm), llama.cpp 1 thread; WASM SIMD read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s on ${THREADS} thread(s) (256 MiB); copy ${(bandwidth / 1e9).toFixed(1)} GB/s (Float32Array.set, read + write)`,
+);
 console.log('');
-console.log('| weights | file | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | weight GB/s (halfpipe decode) | of copy bandwidth |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log('| weights | file | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | weight GB/s (halfpipe decode) | of WASM read bandwidth | RSS / (weights + KV) |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(r);
 
 function model90m(): string {
