@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { DType } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import { Tensor } from '../core/tensor.js';
-import { openHfCheckpoint } from '../formats/checkpoint.js';
+import { type HfCheckpoint, openHfCheckpoint } from '../formats/checkpoint.js';
 import { readGguf } from '../formats/gguf/reader.js';
 import { snapshotDownload, type HubOptions } from '../formats/hub.js';
 import { loadTensor } from '../formats/safetensors.js';
@@ -205,17 +205,18 @@ export function weightDtype(opts: LoadOptions): DType | undefined {
   return opts.dtype ?? (opts.policy === undefined ? undefined : parsePolicy(opts.policy).weights);
 }
 
-function loadHf(dir: string, opts: LoadOptions): TextModel {
-  const ckpt = openHfCheckpoint(dir);
-  const config = llamaConfigFromHf(ckpt.config);
-  const get = (name: string) => ckpt.tensors.get(name) ?? fail('config', `checkpoint ${dir} is missing tensor ${name}`);
-  const dtype = weightDtype(opts);
-  // Converted while reading, chunk by chunk: never two full copies.
+/**
+ * A LLaMA's weights from an HF checkpoint: `model` names the decoder's prefix ('model.' for
+ * LlamaForCausalLM, 'language_model.model.' or 'model.language_model.' inside LLaVA) and `head` the
+ * output projection. Matrices are converted to `dtype` while read, chunk by chunk: never two full copies.
+ */
+export function hfLlamaWeights(ckpt: HfCheckpoint, config: LlamaConfig, names: { model: string; head: string }, dtype: DType | undefined): LlamaWeights {
+  const get = (name: string) => ckpt.tensors.get(name) ?? fail('config', `checkpoint ${ckpt.dir} is missing tensor ${name}`);
   const matrix = (name: string): Matrix => loadTensor(get(name), dtype ? { dtype } : {});
   const vector = (name: string) => Float32Array.from(loadTensor(get(name)).toFloat64Array());
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
-    const p = `model.layers.${l}.`;
+    const p = `${names.model}layers.${l}.`;
     layers.push({
       attnNorm: vector(`${p}input_layernorm.weight`),
       wq: matrix(`${p}self_attn.q_proj.weight`),
@@ -228,10 +229,17 @@ function loadHf(dir: string, opts: LoadOptions): TextModel {
       wDown: matrix(`${p}mlp.down_proj.weight`),
     });
   }
-  const tokenEmbedding = matrix('model.embed_tokens.weight');
-  // Tied checkpoints often omit lm_head.weight; some keep a copy.
-  const output = config.tiedEmbeddings || !ckpt.tensors.has('lm_head.weight') ? tokenEmbedding : matrix('lm_head.weight');
-  const weights: LlamaWeights = { tokenEmbedding, layers, finalNorm: vector('model.norm.weight'), output };
+  const tokenEmbedding = matrix(`${names.model}embed_tokens.weight`);
+  // Tied checkpoints often omit the head; some keep a copy.
+  const output = config.tiedEmbeddings || !ckpt.tensors.has(names.head) ? tokenEmbedding : matrix(names.head);
+  return { tokenEmbedding, layers, finalNorm: vector(`${names.model}norm.weight`), output };
+}
+
+function loadHf(dir: string, opts: LoadOptions): TextModel {
+  const ckpt = openHfCheckpoint(dir);
+  const config = llamaConfigFromHf(ckpt.config);
+  const weights = hfLlamaWeights(ckpt, config, { model: 'model.', head: 'lm_head.weight' }, weightDtype(opts));
+  const { tokenEmbedding, output } = weights;
   if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
   const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
   const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : chatTemplateFrom(ckpt.tokenizerConfig);

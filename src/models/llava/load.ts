@@ -28,8 +28,7 @@ import { llavaVisionConfigFromGguf, type LlavaVisionConfig } from '../clip/confi
 import { ClipVisionModel, LlavaProjector } from '../clip/model.js';
 import { type ClipVisionWeights, clipVisionWeightsFromGguf, clipVisionWeightsFromHf, projectorWeightsFromGguf, projectorWeightsFromHf, type ProjectorWeights } from '../clip/weights.js';
 import { llamaConfigFromGguf, llamaWeightsFromGguf } from '../llama/gguf.js';
-import type { LlamaLayerWeights, LlamaWeights, Matrix } from '../llama/weights.js';
-import { assemble, convertFloatWeights, type LoadOptions, weightDtype } from '../load.js';
+import { assemble, convertFloatWeights, hfLlamaWeights, type LoadOptions, weightDtype } from '../load.js';
 import { type LlavaConfig, llavaConfigFromHf } from './config.js';
 import { ClipImageEncoder, LlavaModel } from './model.js';
 import { clipPreprocessorConfig } from './tiny.js';
@@ -75,27 +74,8 @@ export function loadLlavaHf(dir: string, opts: LoadOptions): LlavaModel {
   const textPrefix = newer ? 'model.language_model.' : 'language_model.model.';
   const headName = newer ? 'lm_head.weight' : 'language_model.lm_head.weight';
   const text = config.text;
-  const dtype = weightDtype(opts);
-  const matrix = (name: string): Matrix => loadTensor(get(textPrefix + name), dtype ? { dtype } : {});
-  const vector = (name: string) => Float32Array.from(loadTensor(get(textPrefix + name)).toFloat64Array());
-  const layers: LlamaLayerWeights[] = [];
-  for (let l = 0; l < text.nLayers; l++) {
-    const p = `layers.${l}.`;
-    layers.push({
-      attnNorm: vector(`${p}input_layernorm.weight`),
-      wq: matrix(`${p}self_attn.q_proj.weight`),
-      wk: matrix(`${p}self_attn.k_proj.weight`),
-      wv: matrix(`${p}self_attn.v_proj.weight`),
-      wo: matrix(`${p}self_attn.o_proj.weight`),
-      mlpNorm: vector(`${p}post_attention_layernorm.weight`),
-      wGate: matrix(`${p}mlp.gate_proj.weight`),
-      wUp: matrix(`${p}mlp.up_proj.weight`),
-      wDown: matrix(`${p}mlp.down_proj.weight`),
-    });
-  }
-  const tokenEmbedding = matrix('embed_tokens.weight');
-  const output = text.tiedEmbeddings || !has(headName) ? tokenEmbedding : loadTensor(get(headName), dtype ? { dtype } : {});
-  const weights: LlamaWeights = { tokenEmbedding, layers, finalNorm: vector('norm.weight'), output };
+  const weights = hfLlamaWeights(ckpt, text, { model: textPrefix, head: headName }, weightDtype(opts));
+  const { tokenEmbedding, output } = weights;
   if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
   const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
   const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : (chatTemplateFrom(ckpt.tokenizerConfig) ?? processorChatTemplate(dir));
