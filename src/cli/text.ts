@@ -1,5 +1,5 @@
 /** `halfpipe generate`, `chat`, `info` and `tiny`: argument handling and printing only. */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,18 +17,28 @@ import { IMAGE_TOKEN as IMAGE_PLACEHOLDER } from '../models/llava/tiny.js';
 import { decodeImage } from '../vision/image.js';
 import type { ChatMessage } from '../text/chat.js';
 
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 const DEFAULT_MODEL_NOTE = 'halfpipe: no --model given: using the built-in tiny model (a 1.7M-parameter bigram model of a few paragraphs about a lighthouse; try --model org/name or a .gguf file)\n';
+
+/**
+ * Where a built-in model is cached: under the package version too, so that an upgrade that changes
+ * a generator never reads the model an older version wrote.
+ */
+function builtinModelDir(name: string): string {
+  return join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', PACKAGE_VERSION, name);
+}
 
 /** The embedded default: a tiny model written once into ~/.cache/halfpipe (no download). */
 function defaultModelPath(): string {
-  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-bigram-v2');
+  const dir = builtinModelDir('tiny-bigram-v2');
   if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0, preset: 'bigram' });
   return dir;
 }
 
 /** The embedded stress model (massive activations, an f16 down_proj overflow), written once. */
 export function stressModelPath(): string {
-  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'halfpipe', 'tiny-stress-v1');
+  const dir = builtinModelDir('tiny-stress-v1');
   if (!existsSync(join(dir, 'model.safetensors'))) writeTinyModel({ format: 'hf', out: dir, seed: 0, stress: 'massive-activations' });
   return dir;
 }
