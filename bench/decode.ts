@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { getLlama, type Token } from 'node-llama-cpp';
 import { wasmHeap } from '../src/kernels/wasm/heap.js';
 import { runRows, setThreads } from '../src/kernels/wasm/pool.js';
-import { loadModel } from '../src/models/load.js';
+import { argmax, loadModel } from '../src/models/load.js';
 import { writeTinyModel } from '../src/models/tiny.js';
 
 const { values } = parseArgs({
@@ -100,9 +100,7 @@ for (const type of TYPES) {
   let logits = session.forward(prompt);
   const t1 = performance.now();
   for (let i = 0; i < DECODE; i++) {
-    let best = 0;
-    for (let v = 1; v < logits.length; v++) if (logits[v]! > logits[best]!) best = v;
-    logits = session.forward([best]);
+    logits = session.forward([argmax(logits)]);
   }
   const t2 = performance.now();
   // Peak memory of the same decode in a process of its own, against what decode needs: the weights and the KV cache.

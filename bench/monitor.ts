@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { LlamaModel } from '../src/models/llama/model.js';
-import { loadModel } from '../src/models/load.js';
+import { argmax, loadModel } from '../src/models/load.js';
 import { writeTinyModel } from '../src/models/tiny.js';
 import { NumericsMonitor } from '../src/monitor/index.js';
 
@@ -31,10 +31,9 @@ function decodeSeconds(model: LlamaModel, monitor?: NumericsMonitor): number {
   let logits = session.forward(Array.from({ length: 16 }, (_, i) => 3 + i));
   const t0 = performance.now();
   for (let i = 0; i < DECODE; i++) {
-    let best = 0;
-    for (let v = 1; v < logits.length; v++) if (logits[v]! > logits[best]!) best = v;
+    const next = argmax(logits);
     monitor?.beginForward(`decode ${i}`);
-    logits = session.forward([best]);
+    logits = session.forward([next]);
   }
   return (performance.now() - t0) / 1000;
 }

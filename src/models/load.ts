@@ -17,7 +17,7 @@ import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../text/gguf-tokenizer.j
 import { loadHfTokenizer, type Tokenizer } from '../text/tokenizer.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
 import { llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
-import { LlamaModel, type LlamaModelOptions } from './llama/model.js';
+import { LlamaModel, type LlamaModelOptions, type LlamaSession } from './llama/model.js';
 import type { LlamaLayerWeights, LlamaWeights, Matrix } from './llama/weights.js';
 import { type KernelChoice, packForKernels } from '../ops/linear.js';
 import { defaultPolicy, parsePolicy, type PrecisionPolicy } from '../precision/policy.js';
@@ -121,22 +121,7 @@ export class TextModel {
     const ids = this.promptIds(prompt);
     const maxTokens = opts.maxTokens ?? 8;
     const segments = opts.segments ?? ((p: number) => (p < ids.length ? 'text' : 'generated'));
-    const run = (model: LlamaModel, monitor: NumericsMonitor, tokens: number[] | null) => {
-      const session = model.newSession();
-      monitor.beginForward('prefill');
-      let logits = session.forward(ids);
-      const generated: number[] = [];
-      for (let step = 0; step < (tokens ? tokens.length : maxTokens); step++) {
-        // A non-finite step ends the main run: what follows would only propagate it.
-        if (!tokens && !logits.every(Number.isFinite)) break;
-        const next = tokens ? tokens[step]! : argmax(logits);
-        generated.push(next);
-        if (step + 1 === (tokens ? tokens.length : maxTokens)) break;
-        monitor.beginForward(`decode ${step}`);
-        logits = session.forward([next]);
-      }
-      return generated;
-    };
+    const run = (model: LlamaModel, monitor: NumericsMonitor, tokens: number[] | null) => tracedGreedy(model.newSession(), ids, monitor, tokens ?? maxTokens);
     const monitor = new NumericsMonitor({ segments, residualChannels: true, keepData: opts.shadow !== undefined });
     const tokens = run(this.withOptions({ probe: monitor.probe }), monitor, null);
     const report = monitor.report();
@@ -173,7 +158,29 @@ export interface TraceResult {
   shadow?: TraceReport;
 }
 
-function argmax(v: Float32Array): number {
+/**
+ * The traced run of a prompt: the prefill, then greedy steps, each forward announced to the monitor.
+ * `steps` is a step count (the main run, which stops at the first non-finite step: what follows
+ * would only propagate it) or the main run's tokens to replay (a shadow run). Returns the tokens.
+ */
+export function tracedGreedy(session: LlamaSession, ids: readonly number[], monitor: NumericsMonitor, steps: number | readonly number[]): number[] {
+  const replay = typeof steps === 'number' ? null : steps;
+  const count = replay ? replay.length : (steps as number);
+  monitor.beginForward('prefill');
+  let logits = session.forward(ids);
+  const generated: number[] = [];
+  for (let step = 0; step < count; step++) {
+    if (!replay && !logits.every(Number.isFinite)) break;
+    const next = replay ? replay[step]! : argmax(logits);
+    generated.push(next);
+    if (step + 1 === count) break;
+    monitor.beginForward(`decode ${step}`);
+    logits = session.forward([next]);
+  }
+  return generated;
+}
+
+export function argmax(v: Float32Array): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
   return best;

@@ -23,7 +23,7 @@ import { anyresPatches, type ImageProcessor, preprocess } from '../../vision/pre
 import type { PrecisionPolicy } from '../../precision/policy.js';
 import type { ClipModelOptions, ClipVisionModel, LlavaProjector } from '../clip/model.js';
 import { type ForwardOptions, LlamaModel, LlamaSession, type LlamaModelOptions } from '../llama/model.js';
-import { type ModelInfo, type Prompt, TextModel, type TraceOptions, type TraceResult } from '../load.js';
+import { argmax, type ModelInfo, type Prompt, TextModel, tracedGreedy, type TraceOptions, type TraceResult } from '../load.js';
 import type { LlavaConfig } from './config.js';
 import { nextLayout, packNextFeatures } from './next.js';
 import { expandAt, type ImageSpan, imageSegments } from './prompt.js';
@@ -145,11 +145,6 @@ function toRgb(image: ImageInput): RgbImage {
   return fail('usage', 'an image must be a path, a data URI, encoded bytes or {width, height, data}');
 }
 
-function argmax(v: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
-  return best;
-}
 
 /**
  * A loaded LLaVA: the text model (a TextModel, so everything text-only still works) plus the image
@@ -279,21 +274,8 @@ export class LlavaModel extends TextModel {
     };
     const maxTokens = opts.maxTokens ?? 8;
     const run = (model: LlamaModel, monitor: NumericsMonitor, prepared: PreparedPrompt, segments: (position: number) => string, tokens: number[] | null) => {
-      const ids = prepared.ids;
       monitor.setSegments(segments);
-      const session = this.session(prepared, model);
-      monitor.beginForward('prefill');
-      let logits = session.forward(ids);
-      const generated: number[] = [];
-      for (let step = 0; step < (tokens ? tokens.length : maxTokens); step++) {
-        if (!tokens && !logits.every(Number.isFinite)) break;
-        const next = tokens ? tokens[step]! : argmax(logits);
-        generated.push(next);
-        if (step + 1 === (tokens ? tokens.length : maxTokens)) break;
-        monitor.beginForward(`decode ${step}`);
-        logits = session.forward([next]);
-      }
-      return generated;
+      return tracedGreedy(this.session(prepared, model), prepared.ids, monitor, tokens ?? maxTokens);
     };
     const monitor = new NumericsMonitor({ residualChannels: true, keepData: opts.shadow !== undefined });
     const prepared = this.prepare(prompt, images, encodeWith(monitor));
