@@ -3,16 +3,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { f16BitsToNumber, numberToF16Bits } from '../core/dtype.js';
 import { attention, type KvView } from './attention.js';
+import { uniform as xorshift } from '../testing/helpers.js';
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 interface Case {
   nHeads: number;

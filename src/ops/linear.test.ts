@@ -6,16 +6,8 @@ import { HalfpipeError } from '../core/errors.js';
 import { Tensor } from '../core/tensor.js';
 import { dequantizeToF32, quantize } from '../formats/gguf/quants.js';
 import { linear, QUANT_TYPES, type QuantizedMatrix } from './linear.js';
+import { uniform as xorshift } from '../testing/helpers.js';
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 function randoms(n: number, seed: number): Float64Array {
   const r = xorshift(seed);

@@ -26,3 +26,9 @@ export function errorText(fn: () => unknown): string {
   }
   assert.fail('expected an error');
 }
+
+/** A seeded uniform generator of floats in [0, 1), from the same xorshift32 sequence. */
+export function uniform(seed: number): () => number {
+  const next = xorshift(seed);
+  return () => next() / 2 ** 32;
+}

@@ -23,6 +23,7 @@ import type { RopeFrequencies } from '../../ops/rope/scaling.js';
 import { type LlamaConfig, llamaConfigFromHf } from './config.js';
 import { LLAMA_PROBE_NAMES, LlamaModel, type LlamaModelOptions } from './model.js';
 import type { LlamaWeights, QuantizedMatrix } from './weights.js';
+import { uniform as xorshift } from '../../testing/helpers.js';
 
 const F32_BOUND = 1e-5;
 const F16_BOUND = 5e-3;
@@ -31,15 +32,6 @@ const F16_CACHE_BOUND = 3e-3;
 
 // ---- tiny random models --------------------------------------------------------------------------
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 /** Float64 weights: the "true" model. Matrices are (out, in) row-major. */
 interface RefLayer {

@@ -10,18 +10,10 @@ import { ropeReference } from './reference.js';
 import { ropeWasmAvailable } from './wasm.js';
 import { Rope, type RopeLayout, type RopeMath, type RopePairing } from './rope.js';
 import { type RopeScaling, ropeScaling } from './scaling.js';
+import { uniform as xorshift } from '../../testing/helpers.js';
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 /** Random q/k-like values in [-4, 4), a few binades wide, already representable in `dtype`. */
 function randomValues(n: number, dtype: DType, seed: number): Float64Array {
