@@ -8,6 +8,7 @@
  *   --decode N    generated tokens (default 64)
  *   --types LIST  comma-separated of f32,f16,Q8_0 (default all)
  *   --threads N   halfpipe's threads (default 1, as llama.cpp runs here)
+ *   --kernels K   halfpipe's matrix kernels: wasm (default) or reference
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
@@ -28,12 +29,14 @@ const { values } = parseArgs({
     decode: { type: 'string', default: '64' },
     types: { type: 'string', default: 'f32,f16,Q8_0' },
     threads: { type: 'string', default: '1' },
+    kernels: { type: 'string', default: 'wasm' },
   },
 });
 const PREFILL = Number(values.prefill);
 const DECODE = Number(values.decode);
 const TYPES = values.types!.split(',');
 const THREADS = Number(values.threads);
+const KERNELS = values.kernels as 'wasm' | 'reference';
 setThreads(THREADS);
 
 // ~97M parameters: 14 layers of dim 768 with a 2304-wide MLP and 4 KV heads.
@@ -93,7 +96,7 @@ const readBandwidth = wasmReadBandwidth();
 for (const type of TYPES) {
   const path = modelPath(type);
   // halfpipe
-  const model = await loadModel(path);
+  const model = await loadModel(path, { kernels: KERNELS });
   const weightBytes = statSync(path).size;
   const session = model.model.newSession();
   const t0 = performance.now();
@@ -132,7 +135,7 @@ for (const type of TYPES) {
 await llama.dispose();
 
 console.log(
-  `decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe ${THREADS} thread(s) (--kernels wasm), llama.cpp 1 thread; WASM SIMD read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s on ${THREADS} thread(s) (256 MiB); copy ${(bandwidth / 1e9).toFixed(1)} GB/s (Float32Array.set, read + write)`,
+  `decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe ${THREADS} thread(s) (--kernels ${KERNELS}), llama.cpp 1 thread; WASM SIMD read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s on ${THREADS} thread(s) (256 MiB); copy ${(bandwidth / 1e9).toFixed(1)} GB/s (Float32Array.set, read + write)`,
 );
 console.log('');
 console.log('| weights | file | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | weight GB/s (halfpipe decode) | of WASM read bandwidth | peak RSS / (weights + KV), own process |');
