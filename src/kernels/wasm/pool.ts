@@ -177,6 +177,11 @@ function fnId(kernel: string, fn: string): number {
 }
 
 function publish(c: Int32Array, id: number, rows: number, chunks: number, args: readonly number[]): number {
+  seq = (seq + 1) | 0;
+  // Close claiming first: the new tag with no chunk left. Otherwise a participant that read the
+  // previous job's claim word could see this job's CHUNKS, win its compare-exchange on the old
+  // word and run a chunk of this job that another participant also claims (a row run twice).
+  Atomics.store(c, CLAIM, ((seq & TAG_MASK) << CHUNK_BITS) | CHUNK_MASK);
   Atomics.store(c, LIMIT, threads - 1);
   Atomics.store(c, FN, id);
   Atomics.store(c, NARGS, args.length);
@@ -185,7 +190,7 @@ function publish(c: Int32Array, id: number, rows: number, chunks: number, args: 
   Atomics.store(c, CHUNKS, chunks);
   Atomics.store(c, DONE, 0);
   Atomics.store(c, ERROR, 0);
-  seq = (seq + 1) | 0;
+  // Open claiming: every field above is in place.
   Atomics.store(c, CLAIM, (seq & TAG_MASK) << CHUNK_BITS);
   Atomics.store(c, SEQ, seq);
   // Only parked workers need the (slow) notify; one that parks after this load sees the new SEQ.
