@@ -121,8 +121,9 @@ describe('matmulQuant against linear (f64 reference)', () => {
       const x = randomX(cols, 100);
       const packed = packQuantMatrix(w);
       try {
-        // Corrupt one quant byte in the heap copy (not the scale): the reference must disagree.
-        const qByte = type === 'Q6_K' ? 5 : type === 'Q4_K' ? 20 : 5;
+        // Corrupt one quant byte in the repacked heap copy (past the block's scale header: 4 bytes
+        // for Q8_0/Q4_0, 24 for Q4_K, 20 for Q6_K): the reference must disagree.
+        const qByte = type.endsWith('_K') ? 30 : 5;
         const bytes = wasmHeap().u8(packed.ptr, packed.bytes);
         bytes[qByte] = bytes[qByte]! ^ 0x11;
         const out = new Float32Array(3);

@@ -19,6 +19,7 @@
  * once its heap scratch has grown to size.
  */
 import type { QuantizedMatrix } from '../../ops/linear.js';
+import { f16BitsToNumber } from '../../core/dtype.js';
 import { wasmHeap } from './heap.js';
 import type { PackedMatrix, PackedType } from './packed.js';
 import { runRows, threadCount } from './pool.js';
@@ -30,25 +31,109 @@ const KERNEL = 'matmul_quant';
 
 interface QuantInfo {
   block: number;
+  /** bytes of one ggml block */
   blockBytes: number;
+  /** bytes of one repacked block */
+  packedBytes: number;
   fn: string;
+  /** ggml block at src[s..] -> repacked block at dst[d..] (f32 fields through dv, little-endian) */
+  repack: (src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d: number) => void;
+}
+
+function f16At(b: Uint8Array, o: number): number {
+  return f16BitsToNumber(b[o]! | (b[o + 1]! << 8));
+}
+
+/**
+ * 16 quants -> 16 bytes: lane k (bytes 4k..4k+3) holds elements k, 4 + k, 8 + k, 12 + k in its bytes
+ * 0..3, so group j is byte j of every lane (one shift and mask in the kernel, lanes in x order).
+ */
+function transposeBytes16(q: (e: number) => number, dst: Uint8Array, d: number): void {
+  for (let k = 0; k < 4; k++) for (let j = 0; j < 4; j++) dst[d + 4 * k + j] = q(4 * j + k) & 0xff;
+}
+
+/** 32 signed nibbles -> 16 bytes: lane k holds element 4j + k in bits 4j..4j+3 (j = 0..7). */
+function transposeNibbles32(q: (e: number) => number, dst: Uint8Array, d: number): void {
+  for (let k = 0; k < 4; k++) {
+    for (let j = 0; j < 8; j += 2) dst[d + 4 * k + (j >> 1)] = (q(4 * j + k) & 15) | ((q(4 * (j + 1) + k) & 15) << 4);
+  }
+}
+
+const TWO_M24 = 2 ** -24;
+const TWO_M28 = 2 ** -28;
+
+function repackQ8_0(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d: number): void {
+  dv.setFloat32(d, f16At(src, s) * TWO_M24, true);
+  for (let h = 0; h < 2; h++) transposeBytes16((e) => src[s + 2 + 16 * h + e]!, dst, d + 4 + 16 * h);
+}
+
+function repackQ4_0(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d: number): void {
+  dv.setFloat32(d, f16At(src, s) * TWO_M28, true);
+  // element e < 16: low nibble of qs[e], else the high nibble of qs[e - 16]; q ^ 8 = q - 8 as a signed nibble
+  transposeNibbles32((e) => (e < 16 ? src[s + 2 + e]! & 15 : src[s + 2 + e - 16]! >> 4) ^ 8, dst, d + 4);
+}
+
+function kScale(b: Uint8Array, o: number, j: number): number {
+  return j < 4 ? b[o + j]! & 63 : (b[o + j + 4]! & 15) | ((b[o + j - 4]! >> 6) << 4);
+}
+
+function kMin(b: Uint8Array, o: number, j: number): number {
+  return j < 4 ? b[o + j + 4]! & 63 : (b[o + j + 4]! >> 4) | ((b[o + j]! >> 6) << 4);
+}
+
+function repackQ4_K(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d: number): void {
+  dv.setFloat32(d, f16At(src, s), true);
+  dv.setFloat32(d + 4, f16At(src, s + 2), true);
+  for (let j = 0; j < 8; j++) {
+    dst[d + 8 + j] = kScale(src, s + 4, j);
+    dst[d + 16 + j] = kMin(src, s + 4, j);
+  }
+  // sub-block j = 2c (+1): low (high) nibbles of qs[32c .. 32c + 32)
+  for (let j = 0; j < 8; j++) {
+    const qs = s + 16 + 32 * (j >> 1);
+    const shift = (j & 1) * 4;
+    transposeNibbles32((e) => ((src[qs + e]! >> shift) & 15) ^ 8, dst, d + 24 + 16 * j);
+  }
+}
+
+function repackQ6_K(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d: number): void {
+  dv.setFloat32(d, f16At(src, s + 208) * TWO_M24, true);
+  for (let i = 0; i < 16; i++) dst[d + 4 + i] = src[s + 192 + i]!;
+  // element e = 128h + 32k + l: low 4 bits from the low (k < 2) or high (k >= 2) nibble of
+  // ql[64h + 32(k & 1) + l], high 2 bits are bits 2k..2k+1 of qh[32h + l]; stored as the int8 q - 32
+  const q6 = (e: number): number => {
+    const h = e >> 7;
+    const k = (e >> 5) & 3;
+    const l = e & 31;
+    const ql = src[s + 64 * h + 32 * (k & 1) + l]!;
+    const lo = k < 2 ? ql & 15 : ql >> 4;
+    const hi = (src[s + 128 + 32 * h + l]! >> (2 * k)) & 3;
+    return (lo | (hi << 4)) - 32;
+  };
+  for (let g = 0; g < 16; g++) transposeBytes16((e) => q6(16 * g + e), dst, d + 20 + 16 * g);
 }
 
 const INFO: Record<PackedQuantType, QuantInfo> = {
-  Q8_0: { block: 32, blockBytes: 34, fn: 'matmul_q8_0' },
-  Q4_0: { block: 32, blockBytes: 18, fn: 'matmul_q4_0' },
-  Q4_K: { block: 256, blockBytes: 144, fn: 'matmul_q4_k' },
-  Q6_K: { block: 256, blockBytes: 210, fn: 'matmul_q6_k' },
+  Q8_0: { block: 32, blockBytes: 34, packedBytes: 36, fn: 'matmul_q8_0', repack: repackQ8_0 },
+  Q4_0: { block: 32, blockBytes: 18, packedBytes: 20, fn: 'matmul_q4_0', repack: repackQ4_0 },
+  Q4_K: { block: 256, blockBytes: 144, packedBytes: 152, fn: 'matmul_q4_k', repack: repackQ4_K },
+  Q6_K: { block: 256, blockBytes: 210, packedBytes: 276, fn: 'matmul_q6_k', repack: repackQ6_K },
 };
 
 function isPackedQuantType(t: unknown): t is PackedQuantType {
   return typeof t === 'string' && Object.hasOwn(INFO, t);
 }
 
-/** Bytes of one packed row of `cols` elements of `type`. */
+/** Bytes of one ggml row of `cols` elements of `type` (the QuantizedMatrix's rowBytes). */
 export function packedQuantRowBytes(type: PackedQuantType, cols: number): number {
   const info = INFO[type];
   return (cols / info.block) * info.blockBytes;
+}
+
+/** Bytes of one repacked row (the kernel layout) of `cols` elements of `type`. */
+export function repackedQuantRowBytes(type: PackedQuantType, cols: number): number {
+  const info = INFO[type];
+  return (cols / info.block) * info.packedBytes;
 }
 
 /**
@@ -66,12 +151,17 @@ export function packQuantMatrix(w: QuantizedMatrix): PackedMatrix {
   }
   const rowBytes = packedQuantRowBytes(w.type, cols);
   if (w.rowBytes !== rowBytes) throw new RangeError(`packQuantMatrix: ${w.type} rows of ${cols} take ${rowBytes} bytes, the matrix says ${w.rowBytes}`);
-  const bytes = rows * rowBytes;
-  if (w.data.byteLength < bytes) throw new RangeError(`packQuantMatrix: data holds ${w.data.byteLength} bytes, need ${bytes}`);
+  const srcBytes = rows * rowBytes;
+  if (w.data.byteLength < srcBytes) throw new RangeError(`packQuantMatrix: data holds ${w.data.byteLength} bytes, need ${srcBytes}`);
+  const blocks = (rows * cols) / info.block;
+  const bytes = blocks * info.packedBytes;
   const heap = wasmHeap();
   // 16 spare bytes: no kernel load reaches past its block today, but keep v128 loads safe anyway.
   const ptr = heap.alloc(bytes + 16, 64);
-  heap.u8(ptr, bytes).set(w.data.subarray(0, bytes));
+  const dst = heap.u8(ptr, bytes);
+  const dv = new DataView(dst.buffer, dst.byteOffset, bytes);
+  const src = w.data;
+  for (let b = 0; b < blocks; b++) info.repack(src, b * info.blockBytes, dst, dv, b * info.packedBytes);
   return { kind: 'packed', type: w.type, rows, cols, ptr, bytes };
 }
 
