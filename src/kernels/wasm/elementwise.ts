@@ -1,0 +1,235 @@
+/**
+ * WASM SIMD versions of the elementwise ops (kernel: src/kernels/wasm/assembly/elementwise.ts,
+ * built to build/elementwise.wasm), each with the contract of its reference:
+ *
+ *   rmsNormWasm        src/ops/rmsnorm.ts   rmsNorm             out = x / sqrt(mean(x^2) + eps) * w
+ *   swigluWasm         src/ops/swiglu.ts    swiglu              out = g / (1 + exp(-g)) * up
+ *   softmaxWasm        src/ops/softmax.ts   softmaxInPlace      (Float32Array)
+ *   roundF32ArrayWasm  src/core/dtype.ts    roundF32ArrayInPlace
+ *
+ * Precision: rmsNorm, swiglu and softmax compute in f64 and round once to f32, like the
+ * references; they differ from them only in the order of the f64 sums and in exp (the kernel's
+ * own, ~1 f64 ulp), so outputs are within 1 f32 ulp of the references and usually bit-identical
+ * (the tests assert <= 1 ulp). roundF32ArrayWasm is bit-identical to roundF32ArrayInPlace
+ * (data and counts).
+ *
+ * Memory: an array that is a view into the wasm heap is used in place (no copy); any other array
+ * is copied into heap scratch (grown as needed, then reused: no allocation per call once big
+ * enough) and the results copied back. Aliasing allowed by the references (rmsNorm out = x,
+ * swiglu out = gate or up) works either way.
+ *
+ * Threads: calls with many rows (rmsNorm) or many elements (swiglu, rounding) are split over the
+ * worker pool (pool.ts); a call of one token (e.g. dim 4096, hidden 11008) stays on the calling
+ * thread. Results do not depend on the split: every row / element is computed the same way.
+ */
+import { fail } from '../../core/errors.js';
+import type { DType, RoundingCounts } from '../../core/dtype.js';
+import { loadKernel, wasmHeap } from './heap.js';
+import { runRows, threadCount } from './pool.js';
+
+const KERNEL = 'elementwise';
+/** Elements per pool row for the 1-D ops (a multiple of 4, so only the last range has a tail). */
+const CHUNK = 4096;
+
+/** One growable heap region holding f32 values, with cached views so that copies allocate nothing. */
+class Scratch {
+  ptr = 0;
+  private bytes = 0;
+  private buffer: ArrayBufferLike | null = null;
+  private all: Float32Array = new Float32Array(0);
+  /** [0, n) views by n (a model has few shapes) */
+  private views = new Map<number, Float32Array>();
+
+  /** Makes room for n values; returns the pointer. */
+  ensure(n: number): number {
+    const need = Math.max(16, n * 4);
+    if (need > this.bytes) {
+      const heap = wasmHeap();
+      if (this.bytes > 0) heap.free(this.ptr);
+      const bytes = Math.max(need, 2 * this.bytes);
+      this.ptr = heap.alloc(bytes, 64);
+      this.bytes = bytes;
+      this.buffer = null;
+    }
+    return this.ptr;
+  }
+
+  /** A view of the first n values (n within the last ensure). */
+  view(n: number): Float32Array {
+    // Views go stale when the memory grows (a new buffer object); byteLength tells without allocating.
+    const mem = wasmHeap().memory.buffer;
+    if (this.buffer === null || this.buffer.byteLength !== mem.byteLength) {
+      this.buffer = mem;
+      this.all = new Float32Array(mem, this.ptr, this.bytes / 4);
+      this.views.clear();
+    }
+    let v = this.views.get(n);
+    if (v === undefined) {
+      if (this.views.size >= 64) this.views.clear();
+      v = this.all.subarray(0, n);
+      this.views.set(n, v);
+    }
+    return v;
+  }
+
+  /** Copies a[from, from + n) in; returns the pointer. */
+  load(a: Float32Array, from: number, n: number): number {
+    const ptr = this.ensure(n);
+    this.view(n).set(from === 0 && n === a.length ? a : a.subarray(from, from + n));
+    return ptr;
+  }
+}
+
+const scratchA = new Scratch();
+const scratchB = new Scratch();
+const scratchC = new Scratch();
+
+/** Heap pointer of a[0, n): the array itself if it lives in the heap, else a copy in `s`. */
+function input(a: Float32Array, n: number, s: Scratch): number {
+  const ptr = wasmHeap().ptrOf(a);
+  return ptr !== undefined ? ptr : s.load(a, 0, n);
+}
+
+/** Copies the n values at s back into a when a is not a heap view (ptr !== its own pointer). */
+function output(a: Float32Array, n: number, s: Scratch): void {
+  a.set(s.view(n));
+}
+
+const rmsArgs = [0, 0, 0, 0, 0];
+const rmsJob = { kernel: KERNEL, fn: 'rmsnorm', args: rmsArgs, rows: 0, rowWork: 0 };
+
+/** rmsNorm (src/ops/rmsnorm.ts) in WASM SIMD: same arguments, checks and in-place use (out = x). */
+export function rmsNormWasm(out: Float32Array, x: Float32Array, weight: Float32Array, eps: number, rows: number, dim: number): void {
+  if (!Number.isInteger(rows) || rows < 0 || !Number.isInteger(dim) || dim <= 0) fail('shape', `rmsNorm: invalid rows ${rows} or dim ${dim}`);
+  if (weight.length !== dim) fail('shape', `rmsNorm: weight has ${weight.length} values, expected ${dim}`);
+  if (x.length < rows * dim || out.length < rows * dim) fail('shape', `rmsNorm: x and out need ${rows} x ${dim} values, have ${x.length} and ${out.length}`);
+  if (rows === 0) return;
+  const n = rows * dim;
+  const heap = wasmHeap();
+  const xPtr = input(x, n, scratchA);
+  const wPtr = input(weight, dim, scratchB);
+  let outPtr = heap.ptrOf(out);
+  const outCopied = outPtr === undefined;
+  if (outPtr === undefined) outPtr = out === x ? xPtr : scratchC.ensure(n);
+  rmsArgs[0] = outPtr;
+  rmsArgs[1] = xPtr;
+  rmsArgs[2] = wPtr;
+  rmsArgs[3] = eps;
+  rmsArgs[4] = dim;
+  rmsJob.rows = rows;
+  rmsJob.rowWork = dim;
+  runRows(rmsJob);
+  if (outCopied) output(out, n, out === x ? scratchA : scratchC);
+}
+
+const swiArgs = [0, 0, 0, 0, CHUNK];
+/** exp makes an element worth ~2 of rmsNorm's; one token of hidden 11008 stays inline. */
+const swiJob = { kernel: KERNEL, fn: 'swiglu', args: swiArgs, rows: 0, rowWork: 2 * CHUNK };
+
+/** swiglu (src/ops/swiglu.ts) in WASM SIMD: same arguments, checks and in-place use (out = gate or up). */
+export function swigluWasm(out: Float32Array, gate: Float32Array, up: Float32Array, n = out.length): void {
+  if (!Number.isInteger(n) || n < 0 || gate.length < n || up.length < n || out.length < n) {
+    fail('shape', `swiglu: need ${n} values, have out ${out.length}, gate ${gate.length}, up ${up.length}`);
+  }
+  if (n === 0) return;
+  const heap = wasmHeap();
+  const gPtr = input(gate, n, scratchA);
+  const uPtr = up === gate ? gPtr : input(up, n, scratchB);
+  let outPtr = heap.ptrOf(out);
+  let outScratch: Scratch | undefined;
+  if (outPtr === undefined) {
+    // out aliasing an input that was copied: write into that copy and bring it back.
+    outScratch = out === gate ? scratchA : out === up ? scratchB : scratchC;
+    outPtr = out === gate ? gPtr : out === up ? uPtr : scratchC.ensure(n);
+  }
+  swiArgs[0] = outPtr;
+  swiArgs[1] = gPtr;
+  swiArgs[2] = uPtr;
+  swiArgs[3] = n;
+  swiJob.rows = Math.ceil(n / CHUNK);
+  runRows(swiJob);
+  if (outScratch !== undefined) output(out, n, outScratch);
+}
+
+interface SoftmaxKernel {
+  softmax(x: number, n: number): void;
+}
+let softmaxKernel: SoftmaxKernel | undefined;
+
+/**
+ * softmaxInPlace (src/ops/softmax.ts) for a Float32Array in WASM SIMD: softmax over
+ * x[offset, offset + length) in place; NaN in gives NaN out, an all -Infinity row gives NaN.
+ * One row, always on the calling thread.
+ */
+export function softmaxWasm(x: Float32Array, offset = 0, length = x.length - offset): void {
+  if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > x.length) {
+    fail('shape', `softmaxInPlace: range [${offset}, ${offset + length}) outside ${x.length} values`);
+  }
+  if (length === 0) return;
+  softmaxKernel ??= loadKernel(KERNEL).exports as unknown as SoftmaxKernel;
+  const ptr = wasmHeap().ptrOf(x);
+  if (ptr !== undefined) {
+    softmaxKernel.softmax(ptr + offset * 4, length);
+    return;
+  }
+  softmaxKernel.softmax(scratchA.load(x, offset, length), length);
+  x.set(scratchA.view(length), offset);
+}
+
+/** Per-thread result slots of the rounding kernel: i32 [count, max |x| bits, -, -] each. */
+const MAX_SLOTS = 256;
+let resPtr = 0;
+let resView: Int32Array | null = null;
+
+function results(): Int32Array {
+  const heap = wasmHeap();
+  if (resPtr === 0) resPtr = heap.alloc(MAX_SLOTS * 16, 64);
+  if (resView === null || resView.buffer.byteLength !== heap.memory.buffer.byteLength) resView = new Int32Array(heap.buffer, resPtr, MAX_SLOTS * 4);
+  return resView;
+}
+
+const bitsToF32 = new Float32Array(1);
+const bitsToF32U = new Uint32Array(bitsToF32.buffer);
+
+const roundArgs = [0, 0, 0, 0, CHUNK];
+/** Bit arithmetic only: cheaper per element than rmsNorm, so larger calls before threads pay. */
+const roundJob = { kernel: KERNEL, fn: 'round_f16', args: roundArgs, rows: 0, rowWork: CHUNK / 2 };
+
+/**
+ * roundF32ArrayInPlace (src/core/dtype.ts) in WASM SIMD, bit for bit: rounds data[0, n) in place
+ * to the nearest f16 / bf16 value (ties to even), past the threshold to +-inf or, with clamp, to
+ * +-max (counted as overflowed / clamped); absmax is the largest finite |x| before rounding.
+ * f32 leaves data as it is (all counts 0). n must be an integer in [0, data.length].
+ */
+export function roundF32ArrayWasm(data: Float32Array, n: number, dtype: DType, clamp = false): RoundingCounts {
+  if (!Number.isInteger(n) || n < 0 || n > data.length) fail('shape', `roundF32ArrayWasm: n must be an integer in [0, ${data.length}], got ${n}`);
+  const counts = { overflowed: 0, clamped: 0, absmax: 0 };
+  if (dtype === 'f32' || n === 0) return counts;
+  if (dtype !== 'f16' && dtype !== 'bf16') fail('dtype', `roundF32ArrayWasm: unknown dtype '${String(dtype)}'`);
+  const bf16 = dtype === 'bf16';
+  let ptr = wasmHeap().ptrOf(data);
+  const copied = ptr === undefined;
+  if (ptr === undefined) ptr = scratchA.load(data, 0, n);
+  const res = results();
+  const slots = Math.min(MAX_SLOTS, threadCount());
+  res.fill(0, 0, slots * 4);
+  roundArgs[0] = ptr;
+  roundArgs[1] = n;
+  roundArgs[2] = clamp ? (bf16 ? 0x7f7f0000 : 0x477fe000) : 0x7f800000;
+  roundArgs[3] = resPtr;
+  roundJob.fn = bf16 ? 'round_bf16' : 'round_f16';
+  roundJob.rows = Math.ceil(n / CHUNK);
+  runRows(roundJob);
+  let past = 0;
+  let maxBits = 0;
+  for (let s = 0; s < slots; s++) {
+    past += res[4 * s]!;
+    maxBits = Math.max(maxBits, res[4 * s + 1]! >>> 0);
+  }
+  if (clamp) counts.clamped = past;
+  else counts.overflowed = past;
+  bitsToF32U[0] = maxBits;
+  counts.absmax = bitsToF32[0]!;
+  if (copied) data.set(scratchA.view(n));
+  return counts;
+}
