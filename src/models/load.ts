@@ -7,7 +7,8 @@ import type { DType } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import { Tensor } from '../core/tensor.js';
 import { type HfCheckpoint, openHfCheckpoint } from '../formats/checkpoint.js';
-import { readGguf } from '../formats/gguf/reader.js';
+import { dequantize } from '../formats/gguf/quants.js';
+import { type GgufFile, type GgufTensorInfo, readGguf, readTensorInto } from '../formats/gguf/reader.js';
 import { snapshotDownload, type HubOptions } from '../formats/hub.js';
 import { loadTensor } from '../formats/safetensors.js';
 import { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken, type NumericsGuard } from '../generate/generate.js';
@@ -16,10 +17,11 @@ import { type ChatMessage, chatTemplateFrom, renderChat } from '../text/chat.js'
 import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../text/gguf-tokenizer.js';
 import { loadHfTokenizer, type Tokenizer } from '../text/tokenizer.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
-import { llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
+import { llamaConfigFromGguf } from './llama/gguf.js';
 import { LlamaModel, type LlamaModelOptions, type LlamaSession } from './llama/model.js';
-import type { LlamaLayerWeights, LlamaWeights, Matrix } from './llama/weights.js';
-import { type KernelChoice, packForKernels } from '../ops/linear.js';
+import type { LlamaLayerWeights, LlamaWeights, Matrix, QuantizedMatrix, QuantType } from './llama/weights.js';
+import { PackStaging } from '../kernels/wasm/packed.js';
+import { type KernelChoice, packForKernels, QUANT_TYPES } from '../ops/linear.js';
 import { defaultPolicy, parsePolicy, type PrecisionPolicy } from '../precision/policy.js';
 
 export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefillChunk' | 'probe'> {
@@ -213,13 +215,66 @@ export function weightDtype(opts: LoadOptions): DType | undefined {
 }
 
 /**
+ * Makes each weight matrix final as soon as it is read, so that a load never holds the whole
+ * loaded model beside its packed copy. For the wasm kernels a matrix is read into one reusable
+ * heap staging region (PackStaging) and packed from there: the peak is the packed weights plus the
+ * largest matrix. For the reference kernels it is read into its own JS storage and kept (converted
+ * to `dtype` when asked, one matrix at a time).
+ */
+export class MatrixFinisher {
+  private readonly staging: PackStaging | undefined;
+
+  constructor(
+    readonly kernels: KernelChoice,
+    readonly dtype: DType | undefined,
+    /** bytes of the largest matrix as read (the staging region is reserved once, below the packed copies) */
+    largestBytes: number,
+  ) {
+    if (kernels !== 'reference') {
+      this.staging = new PackStaging();
+      this.staging.reserve(largestBytes);
+    }
+  }
+
+  /**
+   * The final form of one matrix. `read(staging)` loads it: into the staging region when one is
+   * given (its bytes are only valid until the next read), else into storage of its own.
+   */
+  matrix(read: (staging: PackStaging | undefined) => Tensor | QuantizedMatrix): Matrix {
+    const staging = this.staging;
+    let m = read(staging);
+    if (this.dtype && m instanceof Tensor && m.dtype !== this.dtype) m = m.to(this.dtype);
+    if (!staging) return m;
+    const packed = packForKernels(m, this.kernels);
+    if (packed !== m) return packed;
+    // No SIMD kernel for this type: keep a copy of its own, off the staging region.
+    if (m instanceof Tensor) return staging.holds(m.data) ? new Tensor(m.dtype, m.data.slice(), m.shape) : m;
+    return staging.holds(m.data) ? { ...m, data: m.data.slice() } : m;
+  }
+
+  /** A matrix kept as loaded in storage of its own (the token embedding, for the lookup). */
+  loaded(read: (staging: PackStaging | undefined) => Tensor | QuantizedMatrix): Tensor | QuantizedMatrix {
+    const m = read(undefined);
+    return this.dtype && m instanceof Tensor && m.dtype !== this.dtype ? m.to(this.dtype) : m;
+  }
+
+  /** Gives the staging region back to the heap (later allocations reuse it). */
+  done(): void {
+    this.staging?.release();
+  }
+}
+
+/**
  * A LLaMA's weights from an HF checkpoint: `model` names the decoder's prefix ('model.' for
  * LlamaForCausalLM, 'language_model.model.' or 'model.language_model.' inside LLaVA) and `head` the
- * output projection. Matrices are converted to `dtype` while read, chunk by chunk: never two full copies.
+ * output projection. Matrices are converted to `dtype` while read, chunk by chunk: never two full
+ * copies. With `finisher`, each matrix is also packed for its kernels as it is read (the token
+ * embedding stays as loaded for the lookup; a tied output is its packed copy).
  */
-export function hfLlamaWeights(ckpt: HfCheckpoint, config: LlamaConfig, names: { model: string; head: string }, dtype: DType | undefined): LlamaWeights {
+export function hfLlamaWeights(ckpt: HfCheckpoint, config: LlamaConfig, names: { model: string; head: string }, dtype: DType | undefined, finisher?: MatrixFinisher): LlamaWeights {
   const get = (name: string) => ckpt.tensors.get(name) ?? fail('config', `checkpoint ${ckpt.dir} is missing tensor ${name}`);
-  const matrix = (name: string): Matrix => loadTensor(get(name), dtype ? { dtype } : {});
+  const read = (name: string) => (staging: PackStaging | undefined) => loadTensor(get(name), { ...(dtype ? { dtype } : {}), ...(staging ? { alloc: staging.allocator } : {}) });
+  const matrix = (name: string): Matrix => (finisher ? finisher.matrix(read(name)) : read(name)(undefined));
   const vector = (name: string) => Float32Array.from(loadTensor(get(name)).toFloat64Array());
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
@@ -236,27 +291,128 @@ export function hfLlamaWeights(ckpt: HfCheckpoint, config: LlamaConfig, names: {
       wDown: matrix(`${p}mlp.down_proj.weight`),
     });
   }
-  const tokenEmbedding = matrix(`${names.model}embed_tokens.weight`);
+  const embedName = `${names.model}embed_tokens.weight`;
+  const tokenEmbedding = finisher ? finisher.loaded(read(embedName)) : matrix(embedName);
   // Tied checkpoints often omit the head; some keep a copy.
-  const output = config.tiedEmbeddings || !ckpt.tensors.has(names.head) ? tokenEmbedding : matrix(names.head);
+  const tied = hfTied(ckpt, config, names.head);
+  // A tied output packed for the kernels is read a second time, into the staging region.
+  const output = tied ? (finisher && finisher.kernels !== 'reference' ? finisher.matrix(read(embedName)) : tokenEmbedding) : matrix(names.head);
   return { tokenEmbedding, layers, finalNorm: vector(`${names.model}norm.weight`), output };
+}
+
+function hfTied(ckpt: HfCheckpoint, config: LlamaConfig, head: string): boolean {
+  return config.tiedEmbeddings || !ckpt.tensors.has(head);
+}
+
+/** Bytes of the largest tensor of a checkpoint once read as `dtype` (its own dtype when undefined). */
+function largestHfTensorBytes(ckpt: HfCheckpoint, dtype: DType | undefined): number {
+  let most = 0;
+  for (const t of ckpt.tensors.values()) {
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    const elemBytes = dtype ? (dtype === 'f32' ? 4 : 2) : t.byteLength / Math.max(count, 1);
+    most = Math.max(most, count * elemBytes);
+  }
+  return most;
 }
 
 function loadHf(dir: string, opts: LoadOptions): TextModel {
   const ckpt = openHfCheckpoint(dir);
   const config = llamaConfigFromHf(ckpt.config);
-  const weights = hfLlamaWeights(ckpt, config, { model: 'model.', head: 'lm_head.weight' }, weightDtype(opts));
-  const { tokenEmbedding, output } = weights;
+  const dtype = weightDtype(opts);
+  const finisher = new MatrixFinisher(opts.kernels ?? 'wasm', dtype, largestHfTensorBytes(ckpt, dtype));
+  let weights: LlamaWeights;
+  try {
+    weights = hfLlamaWeights(ckpt, config, { model: 'model.', head: 'lm_head.weight' }, dtype, finisher);
+  } finally {
+    finisher.done();
+  }
   if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
   const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
   const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : chatTemplateFrom(ckpt.tokenizerConfig);
-  return assemble('hf', dir, { ...config, tiedEmbeddings: output === tokenEmbedding }, weights, tokenizer, template, opts);
+  return assemble('hf', dir, { ...config, tiedEmbeddings: hfTied(ckpt, config, 'lm_head.weight') }, weights, tokenizer, template, opts);
+}
+
+/** A GGUF tensor with ne = [in, out] as an (out, in) matrix, its bytes read into `staging` or storage of its own. */
+function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, staging: PackStaging | undefined): Tensor | QuantizedMatrix {
+  const count = info.dims.reduce((a, b) => a * b, 1);
+  if (count !== rows * cols || info.dims[0] !== cols) {
+    fail('shape', `GGUF tensor ${info.name} has ne [${info.dims.join(', ')}], expected [${cols}, ${rows}]`);
+  }
+  const bytes = staging ? staging.bytes(info.byteLength) : new Uint8Array(info.byteLength);
+  readTensorInto(file, info, bytes);
+  switch (info.type) {
+    case 'F32':
+      return new Tensor('f32', new Float32Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
+    case 'F16':
+      return new Tensor('f16', new Uint16Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
+    case 'BF16':
+      return new Tensor('bf16', new Uint16Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
+    default:
+      if (!(QUANT_TYPES as readonly string[]).includes(info.type)) fail('dtype', `GGUF tensor ${info.name} has unsupported type ${info.type}`);
+      return { kind: 'quantized', type: info.type as QuantType, rows, cols, rowBytes: bytes.length / rows, data: bytes };
+  }
+}
+
+/** A 1-D GGUF tensor of any type as a Float32Array (norm weights). */
+function ggufVector(file: GgufFile, info: GgufTensorInfo): Float32Array {
+  const n = info.dims.reduce((a, b) => a * b, 1);
+  const m = ggufMatrix(file, info, 1, n, undefined);
+  if (m instanceof Tensor) return Float32Array.from(m.toFloat64Array());
+  const out = new Float32Array(n);
+  dequantize(m.type, m.data, n, out);
+  return out;
+}
+
+/**
+ * All weights of a GGUF llama (`token_embd` / `blk.N.*` / `output*` tensors, as
+ * llama/gguf.ts llamaWeightsFromGguf reads them), each matrix made final by `finisher` as it is
+ * read (see MatrixFinisher). Missing tensors are reported by name.
+ */
+export function ggufLlamaWeights(file: GgufFile, config: LlamaConfig, finisher: MatrixFinisher): LlamaWeights {
+  const byName = new Map(file.tensors.map((t) => [t.name, t]));
+  const get = (name: string): GgufTensorInfo => byName.get(name) ?? fail('config', `GGUF file is missing tensor ${name}`);
+  const { dim, nHeads, nKvHeads, headDim, hiddenDim, vocabSize } = config;
+  const read = (name: string, rows: number, cols: number) => (staging: PackStaging | undefined) => ggufMatrix(file, get(name), rows, cols, staging);
+  const matrix = (name: string, rows: number, cols: number) => finisher.matrix(read(name, rows, cols));
+  const vector = (name: string) => ggufVector(file, get(name));
+  const layers: LlamaLayerWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `blk.${l}.`;
+    layers.push({
+      attnNorm: vector(`${p}attn_norm.weight`),
+      wq: matrix(`${p}attn_q.weight`, nHeads * headDim, dim),
+      wk: matrix(`${p}attn_k.weight`, nKvHeads * headDim, dim),
+      wv: matrix(`${p}attn_v.weight`, nKvHeads * headDim, dim),
+      wo: matrix(`${p}attn_output.weight`, dim, nHeads * headDim),
+      mlpNorm: vector(`${p}ffn_norm.weight`),
+      wGate: matrix(`${p}ffn_gate.weight`, hiddenDim, dim),
+      wUp: matrix(`${p}ffn_up.weight`, hiddenDim, dim),
+      wDown: matrix(`${p}ffn_down.weight`, dim, hiddenDim),
+    });
+  }
+  const tokenEmbedding = finisher.loaded(read('token_embd.weight', vocabSize, dim));
+  // A tied output packed for the kernels is read a second time, into the staging region.
+  const tiedOutput = () => (finisher.kernels === 'reference' ? tokenEmbedding : matrix('token_embd.weight', vocabSize, dim));
+  return {
+    tokenEmbedding,
+    layers,
+    finalNorm: vector('output_norm.weight'),
+    output: config.tiedEmbeddings ? tiedOutput() : matrix('output.weight', vocabSize, dim),
+  };
 }
 
 function loadGguf(path: string, opts: LoadOptions): TextModel {
   const file = readGguf(path);
   const config = llamaConfigFromGguf(file);
-  const weights = convertFloatWeights(llamaWeightsFromGguf(file, config), weightDtype(opts));
+  const dtype = weightDtype(opts);
+  const largest = file.tensors.reduce((most, t) => Math.max(most, t.byteLength), 0);
+  const finisher = new MatrixFinisher(opts.kernels ?? 'wasm', dtype, largest);
+  let weights: LlamaWeights;
+  try {
+    weights = ggufLlamaWeights(file, config, finisher);
+  } finally {
+    finisher.done();
+  }
   const kv = Object.fromEntries(file.metadata);
   const tokenizer = ggufTokenizer(ggufTokenizerMetaFromKv(kv));
   const template = chatTemplateFrom(undefined, typeof kv['tokenizer.chat_template'] === 'string' ? kv['tokenizer.chat_template'] : undefined);

@@ -99,26 +99,30 @@ export function packFloatMatrix(w: Tensor): PackedMatrix {
   const cp = Math.ceil(cols / 8) * 8;
   const bytes = packedFloatBytes(type, rows, cols);
   const heap = wasmHeap();
-  const ptr = heap.alloc(Math.max(bytes, 16), 64);
-  // Copy the rows into heap scratch (a fast memcpy), then permute them in wasm SIMD into the
-  // zeroed destination (padding stays zero). A JS permutation loop is ~10x slower at load.
   const elemBytes = type === 'f32' ? 4 : 2;
   const srcBytes = rows * cols * elemBytes;
-  const tmp = heap.alloc(Math.max(srcBytes, 16), 64);
+  // A source already in the heap (a load's staging region, see PackStaging) is permuted in place;
+  // any other is first copied into heap scratch (a fast memcpy), freed right after.
+  const inHeap = heap.ptrOf(w.data);
+  const ptr = heap.alloc(Math.max(bytes, 16), 64);
+  let tmp: number | undefined;
   let f16Special = false;
   try {
+    if (inHeap === undefined) tmp = heap.alloc(Math.max(srcBytes, 16), 64);
+    // The buffer after the last alloc (an alloc may grow the memory).
     const mem = heap.buffer;
     new Uint8Array(mem, ptr, bytes).fill(0);
-    const src = w.data;
-    new Uint8Array(mem, tmp, srcBytes).set(new Uint8Array(src.buffer, src.byteOffset + w.offset * elemBytes, srcBytes));
+    if (tmp !== undefined) new Uint8Array(mem, tmp, srcBytes).set(new Uint8Array(w.data.buffer, w.data.byteOffset + w.offset * elemBytes, srcBytes));
+    const src = tmp ?? inHeap! + w.offset * elemBytes;
+    // The permutation runs in wasm SIMD into the zeroed destination (padding stays zero); a JS loop is ~10x slower.
     const k = loadKernel('matmul_float').exports as unknown as PackKernel;
-    if (type === 'f32') k.pack_f32(tmp, ptr, rows, cols);
-    else f16Special = k.pack_16(tmp, ptr, rows, cols) === 1 && type === 'f16';
+    if (type === 'f32') k.pack_f32(src, ptr, rows, cols);
+    else f16Special = k.pack_16(src, ptr, rows, cols) === 1 && type === 'f16';
   } catch (err) {
     heap.free(ptr);
     throw err;
   } finally {
-    heap.free(tmp);
+    if (tmp !== undefined) heap.free(tmp);
   }
   const m: PackedMatrix = Object.freeze({ kind: 'packed' as const, type, rows, cols, ptr, bytes });
   infos.set(m, { cp, code, f16Special });
