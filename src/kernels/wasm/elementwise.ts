@@ -80,6 +80,27 @@ class Scratch {
   }
 }
 
+/**
+ * The kernel's exp constants, one f64x2 (or i32x4) per 16 bytes, in the order the kernel reads
+ * them (see exp64 there): overflow threshold, lower clamp, 1.5 * 2^52, log2(e), ln2 high and low
+ * parts, the Taylor coefficients 1/0! .. 1/13! paired for Estrin, +inf, and the i32 bias 1023.
+ */
+const EXP_CONSTANTS = [709.782712893383973096, -746, 6755399441055744.0, 1.4426950408889634, 6.93147180369123816490e-1, 1.90821492927058770002e-10,
+  1, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320, 1 / 362880, 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800, Infinity];
+let expConstPtr = 0;
+
+function expConstants(): number {
+  if (expConstPtr === 0) {
+    const heap = wasmHeap();
+    const ptr = heap.alloc((EXP_CONSTANTS.length + 1) * 16, 64);
+    const f = heap.f64(ptr, EXP_CONSTANTS.length * 2);
+    EXP_CONSTANTS.forEach((v, i) => f.fill(v, 2 * i, 2 * i + 2));
+    new Int32Array(heap.buffer, ptr + EXP_CONSTANTS.length * 16, 4).fill(1023);
+    expConstPtr = ptr;
+  }
+  return expConstPtr;
+}
+
 const scratchA = new Scratch();
 const scratchB = new Scratch();
 const scratchC = new Scratch();
@@ -122,7 +143,7 @@ export function rmsNormWasm(out: Float32Array, x: Float32Array, weight: Float32A
   if (outCopied) output(out, n, out === x ? scratchA : scratchC);
 }
 
-const swiArgs = [0, 0, 0, 0, CHUNK];
+const swiArgs = [0, 0, 0, 0, CHUNK, 0];
 /** exp makes an element worth ~2 of rmsNorm's; one token of hidden 11008 stays inline. */
 const swiJob = { kernel: KERNEL, fn: 'swiglu', args: swiArgs, rows: 0, rowWork: 2 * CHUNK };
 
@@ -146,13 +167,14 @@ export function swigluWasm(out: Float32Array, gate: Float32Array, up: Float32Arr
   swiArgs[1] = gPtr;
   swiArgs[2] = uPtr;
   swiArgs[3] = n;
+  swiArgs[5] = expConstants();
   swiJob.rows = Math.ceil(n / CHUNK);
   runRows(swiJob);
   if (outScratch !== undefined) output(out, n, outScratch);
 }
 
 interface SoftmaxKernel {
-  softmax(x: number, n: number): void;
+  softmax(x: number, n: number, c: number): void;
 }
 let softmaxKernel: SoftmaxKernel | undefined;
 
@@ -169,10 +191,11 @@ export function softmaxWasm(x: Float32Array, offset = 0, length = x.length - off
   softmaxKernel ??= loadKernel(KERNEL).exports as unknown as SoftmaxKernel;
   const ptr = wasmHeap().ptrOf(x);
   if (ptr !== undefined) {
-    softmaxKernel.softmax(ptr + offset * 4, length);
+    softmaxKernel.softmax(ptr + offset * 4, length, expConstants());
     return;
   }
-  softmaxKernel.softmax(scratchA.load(x, offset, length), length);
+  const c = expConstants();
+  softmaxKernel.softmax(scratchA.load(x, offset, length), length, c);
   x.set(scratchA.view(length), offset);
 }
 

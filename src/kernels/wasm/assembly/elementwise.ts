@@ -56,41 +56,56 @@
 
 // ---------------------------------------------------------------------------
 // exp in f64x2, no tables: x = k ln2 + r, |r| <= ~ln2/2 (Cody-Waite split of ln2), exp(r) by
-// its Taylor polynomial to degree 13 (truncation < 1e-17 relative), times 2^k built from the
+// its Taylor polynomial to degree 13 (truncation < 1e-17 relative, Estrin's scheme), times 2^k built from the
 // exponent bits in two halves (so k down to -1076 reaches the subnormals and k = 1024 stays
 // finite). Overflows to +inf past the same threshold as fdlibm (x > 709.78271289338397);
 // NaN stays NaN, -inf gives 0.
 // ---------------------------------------------------------------------------
 
+// The constants live in a heap block (layout EXP_CONSTANTS in elementwise.ts, 16 bytes each) read
+// with plain loads: a v128.const is rematerialised by V8 at every use (several instructions
+// each), which made exp twice as slow.
 // @ts-ignore: decorator
-@inline function exp64(x: v128): v128 {
-  const over = f64x2.gt(x, f64x2.splat(709.782712893383973096));
-  const xc = f64x2.max(x, f64x2.splat(-746.0)); // wasm max keeps NaN
-  const kf = f64x2.nearest(f64x2.mul(xc, f64x2.splat(1.4426950408889634)));
-  const r = f64x2.sub(f64x2.sub(xc, f64x2.mul(kf, f64x2.splat(6.93147180369123816490e-1))), f64x2.mul(kf, f64x2.splat(1.90821492927058770002e-10)));
-  let p = f64x2.splat(1.0 / 6227020800.0);
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 479001600.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 39916800.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 3628800.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 362880.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 40320.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 5040.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 720.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 120.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 24.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 6.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(0.5));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
-  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
-  // NaN lanes truncate to k = 0; p is NaN there anyway.
-  const k = i64x2.extend_low_i32x4_s(i32x4.trunc_sat_f64x2_s_zero(kf));
-  const k1 = i64x2.shr_s(k, 1);
-  const k2 = i64x2.sub(k, k1);
-  const bias = i64x2.splat(1023);
-  const s1 = i64x2.shl(i64x2.add(k1, bias), 52);
-  const s2 = i64x2.shl(i64x2.add(k2, bias), 52);
+@inline function C(c: usize, i: usize): v128 {
+  return v128.load(c + (i << 4));
+}
+
+// @ts-ignore: decorator
+@inline function exp64(x: v128, c: usize): v128 {
+  const over = f64x2.gt(x, C(c, 0));
+  const xc = f64x2.max(x, C(c, 1)); // wasm max keeps NaN
+  // Adding 1.5 * 2^52 rounds to an integer (ties to even) and leaves k in the low word of each lane.
+  const magic = C(c, 2);
+  const t = f64x2.add(f64x2.mul(xc, C(c, 3)), magic);
+  const kf = f64x2.sub(t, magic);
+  const r = f64x2.sub(f64x2.sub(xc, f64x2.mul(kf, C(c, 4))), f64x2.mul(kf, C(c, 5)));
+  // Estrin's scheme: the terms pair up in independent chains (depth 4 multiply-adds, not Horner's 13).
+  const r2 = f64x2.mul(r, r);
+  const r4 = f64x2.mul(r2, r2);
+  const r8 = f64x2.mul(r4, r4);
+  const q0 = f64x2.add(C(c, 6), r);
+  const q1 = f64x2.add(C(c, 7), f64x2.mul(r, C(c, 8)));
+  const q2 = f64x2.add(C(c, 9), f64x2.mul(r, C(c, 10)));
+  const q3 = f64x2.add(C(c, 11), f64x2.mul(r, C(c, 12)));
+  const q4 = f64x2.add(C(c, 13), f64x2.mul(r, C(c, 14)));
+  const q5 = f64x2.add(C(c, 15), f64x2.mul(r, C(c, 16)));
+  const q6 = f64x2.add(C(c, 17), f64x2.mul(r, C(c, 18)));
+  const w0 = f64x2.add(q0, f64x2.mul(q1, r2));
+  const w1 = f64x2.add(q2, f64x2.mul(q3, r2));
+  const w2 = f64x2.add(q4, f64x2.mul(q5, r2));
+  const z0 = f64x2.add(w0, f64x2.mul(w1, r4));
+  const z1 = f64x2.add(w2, f64x2.mul(q6, r4));
+  const p = f64x2.add(z0, f64x2.mul(z1, r8));
+  // 2^k1 and 2^k2 (k1 + k2 = k, both in [-538, 512]) from i32 lanes 0 and 2 (k) into the high
+  // words (exponent field); i32 ops only, 64-bit lane shifts are slow in V8 without AVX-512.
+  const k1 = i32x4.shr_s(t, 1);
+  const k2 = i32x4.sub(t, k1);
+  const zero = i32x4.splat(0);
+  const bias = C(c, 20);
+  const s1 = i32x4.shuffle(zero, i32x4.shl(i32x4.add(k1, bias), 20), 0, 4, 0, 6);
+  const s2 = i32x4.shuffle(zero, i32x4.shl(i32x4.add(k2, bias), 20), 0, 4, 0, 6);
   const e = f64x2.mul(f64x2.mul(p, s1), s2);
-  return v128.bitselect(f64x2.splat(Infinity), e, over);
+  return v128.bitselect(C(c, 19), e, over);
 }
 
 // ---------------------------------------------------------------------------
@@ -160,28 +175,28 @@ export function rmsnorm(out: usize, x: usize, w: usize, eps: f64, dim: i32, r0: 
 // ---------------------------------------------------------------------------
 
 // @ts-ignore: decorator
-@inline function silu64(g: v128): v128 {
-  return f64x2.div(g, f64x2.add(f64x2.splat(1.0), exp64(f64x2.neg(g))));
+@inline function silu64(g: v128, c: usize): v128 {
+  return f64x2.div(g, f64x2.add(C(c, 6), exp64(f64x2.neg(g), c)));
 }
 
 // @ts-ignore: decorator
-@inline function swigluBlock(g: v128, u: v128): v128 {
-  return to32(f64x2.mul(silu64(lo64(g)), lo64(u)), f64x2.mul(silu64(hi64(g)), hi64(u)));
+@inline function swigluBlock(g: v128, u: v128, c: usize): v128 {
+  return to32(f64x2.mul(silu64(lo64(g), c), lo64(u)), f64x2.mul(silu64(hi64(g), c), hi64(u)));
 }
 
-/** out, gate, up: n f32 each (out may be gate or up). chunk is a multiple of 4. slot unused. */
-export function swiglu(out: usize, gate: usize, up: usize, n: i32, chunk: i32, r0: i32, r1: i32, slot: i32): void {
+/** out, gate, up: n f32 each (out may be gate or up). chunk is a multiple of 4; c: exp constants. */
+export function swiglu(out: usize, gate: usize, up: usize, n: i32, chunk: i32, c: usize, r0: i32, r1: i32, slot: i32): void {
   slot;
   const start = r0 * chunk;
   const end = min(n, r1 * chunk);
   let i = start;
   for (; i + 4 <= end; i += 4) {
     const off = <usize>i << 2;
-    v128.store(out + off, swigluBlock(v128.load(gate + off), v128.load(up + off)));
+    v128.store(out + off, swigluBlock(v128.load(gate + off), v128.load(up + off), c));
   }
   if (i < end) {
     const off = <usize>i << 2;
-    storeTail(out + off, swigluBlock(loadTail(gate + off, end - i), loadTail(up + off, end - i)), end - i);
+    storeTail(out + off, swigluBlock(loadTail(gate + off, end - i), loadTail(up + off, end - i), c), end - i);
   }
 }
 
@@ -191,16 +206,17 @@ export function swiglu(out: usize, gate: usize, up: usize, n: i32, chunk: i32, r
 
 /** exp(x - m) of 4 f32 as two f64x2 (low, high). */
 // @ts-ignore: decorator
-@inline function expLo(v: v128, m: v128): v128 {
-  return exp64(f64x2.sub(lo64(v), m));
+@inline function expLo(v: v128, m: v128, c: usize): v128 {
+  return exp64(f64x2.sub(lo64(v), m), c);
 }
 
 // @ts-ignore: decorator
-@inline function expHi(v: v128, m: v128): v128 {
-  return exp64(f64x2.sub(hi64(v), m));
+@inline function expHi(v: v128, m: v128, c: usize): v128 {
+  return exp64(f64x2.sub(hi64(v), m), c);
 }
 
-export function softmax(x: usize, n: i32): void {
+/** c: exp constants. */
+export function softmax(x: usize, n: i32, c: usize): void {
   if (n <= 0) return;
   // The maximum in f32 lanes (exact); f32x4.max propagates NaN like the reference's NaN test.
   // Tail lanes are filled with the first value, which cannot change the maximum.
@@ -217,14 +233,14 @@ export function softmax(x: usize, n: i32): void {
   i = 0;
   for (; i + 4 <= n; i += 4) {
     const v = v128.load(x + (<usize>i << 2));
-    s0 = f64x2.add(s0, expLo(v, m));
-    s1 = f64x2.add(s1, expHi(v, m));
+    s0 = f64x2.add(s0, expLo(v, m, c));
+    s1 = f64x2.add(s1, expHi(v, m, c));
   }
   const tail = n - i;
   if (tail > 0) {
     const v = loadTail(x + (<usize>i << 2), tail);
-    const e0 = expLo(v, m);
-    const e1 = expHi(v, m);
+    const e0 = expLo(v, m, c);
+    const e1 = expHi(v, m, c);
     // Only the real lanes count: lane j holds value i + j.
     s0 = f64x2.add(s0, tail > 1 ? e0 : f64x2.replace_lane(e0, 1, 0.0));
     if (tail > 2) s1 = f64x2.add(s1, f64x2.replace_lane(e1, 1, 0.0));
@@ -236,12 +252,12 @@ export function softmax(x: usize, n: i32): void {
   for (; i + 4 <= n; i += 4) {
     const p = x + (<usize>i << 2);
     const v = v128.load(p);
-    v128.store(p, to32(f64x2.div(expLo(v, m), sum), f64x2.div(expHi(v, m), sum)));
+    v128.store(p, to32(f64x2.div(expLo(v, m, c), sum), f64x2.div(expHi(v, m, c), sum)));
   }
   if (tail > 0) {
     const p = x + (<usize>i << 2);
     const v = loadTail(p, tail);
-    storeTail(p, to32(f64x2.div(expLo(v, m), sum), f64x2.div(expHi(v, m), sum)), tail);
+    storeTail(p, to32(f64x2.div(expLo(v, m, c), sum), f64x2.div(expHi(v, m, c), sum)), tail);
   }
 }
 
