@@ -1,13 +1,17 @@
 /**
- * node dist/bench/matmul-quant.js — weight streaming speed of the quantized matvec (tokens = 1) on a
- * 4096 x 4096 matrix (Q8_0 and Q4_K by default), 1 and 2 threads, against a plain copy of the same
- * packed bytes (Uint8Array.set inside the heap) and a WASM SIMD read of them (the read-bandwidth
- * ceiling), measured side by side in one run. Prints a markdown table of GB/s of packed weight bytes.
+ * node dist/bench/matmul-quant.js — weight streaming speed of the quantized matvec (tokens = 1) on
+ * 4096 x 4096 and 11008 x 4096 matrices of every packed type, 1 thread by default, against a plain
+ * copy of the same packed bytes (Uint8Array.set inside the heap) and a WASM SIMD read of them (the
+ * read-bandwidth ceiling), measured side by side in one run. Prints a markdown table: GB/s of the
+ * repacked (kernel layout) bytes, and of the ggml bytes the matrix holds on disk (the figure that
+ * compares across layouts: the repacked layout is 3-31% larger), from the median time, plus the
+ * best time (a loaded machine inflates the median; the best run is the uncontended estimate).
  *
- *   --rows N --cols N   matrix shape (default 4096 x 4096)
- *   --types A,B         packed types (default Q8_0,Q4_K; also Q4_0, Q6_K)
- *   --tokens N          also time a tokens = N call (default 4; 0 to skip)
- *   --runs N            timed runs, median reported (default 15)
+ *   --shapes RxC,...    matrix shapes (default 4096x4096,11008x4096)
+ *   --types A,B         packed types (default Q8_0,Q4_0,Q4_K,Q6_K)
+ *   --threads N,...     thread counts (default 1)
+ *   --tokens N          also time a tokens = N call (default 0: skip)
+ *   --runs N            timed runs (default 15)
  *
  * Pool workers compile the kernel themselves and start on V8's baseline (Liftoff) code; run with
  * `node --no-liftoff` to time optimized code from the first call on every thread.
@@ -22,15 +26,15 @@ import { poolReady, runRows, setThreads } from '../src/kernels/wasm/pool.js';
 
 const { values } = parseArgs({
   options: {
-    rows: { type: 'string', default: '4096' },
-    cols: { type: 'string', default: '4096' },
-    types: { type: 'string', default: 'Q8_0,Q4_K' },
-    tokens: { type: 'string', default: '4' },
+    shapes: { type: 'string', default: '4096x4096,11008x4096' },
+    types: { type: 'string', default: 'Q8_0,Q4_0,Q4_K,Q6_K' },
+    threads: { type: 'string', default: '1' },
+    tokens: { type: 'string', default: '0' },
     runs: { type: 'string', default: '15' },
   },
 });
-const ROWS = Number(values.rows);
-const COLS = Number(values.cols);
+const SHAPES = values.shapes!.split(',').map((s) => s.split('x').map(Number) as [number, number]);
+const THREADS = values.threads!.split(',').map(Number);
 const TYPES = values.types!.split(',') as PackedQuantType[];
 const TOKENS = Number(values.tokens);
 const RUNS = Number(values.runs);
@@ -40,7 +44,8 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function seconds(fn: () => void, runs = RUNS): number {
+/** [median, best] seconds of `runs` timed calls. */
+function seconds(fn: () => void, runs = RUNS): [number, number] {
   // Warm-up long enough for V8 to tier the kernels up from Liftoff on every thread (~0.3 s).
   for (const t0 = performance.now(); performance.now() - t0 < 300; ) fn();
   const ts: number[] = [];
@@ -49,7 +54,7 @@ function seconds(fn: () => void, runs = RUNS): number {
     fn();
     ts.push((performance.now() - t0) / 1000);
   }
-  return median(ts);
+  return [median(ts), Math.min(...ts)];
 }
 
 function randomValues(n: number, seed: number): Float32Array {
@@ -65,37 +70,44 @@ function randomValues(n: number, seed: number): Float32Array {
 const heap = wasmHeap();
 await poolReady();
 const rows: string[] = [];
-const x1 = randomValues(COLS, 1);
-const xT = randomValues(Math.max(1, TOKENS) * COLS, 2);
-const out = new Float32Array(Math.max(1, TOKENS) * ROWS);
-
-for (const type of TYPES) {
-  const rowBytes = packedQuantRowBytes(type, COLS);
-  const w: QuantizedMatrix = { kind: 'quantized', type, rows: ROWS, cols: COLS, rowBytes, data: quantize(type, randomValues(ROWS * COLS, 3)) };
-  const packed = packQuantMatrix(w);
-  const GB = packed.bytes / 1e9;
-  const copyDst = heap.alloc(packed.bytes);
-  const sink = heap.alloc(64);
-  const gbps = (s: number): string => (GB / s).toFixed(1);
-  for (const threads of [1, 2]) {
-    setThreads(threads);
-    const copy = threads === 1 ? gbps(seconds(() => heap.u8(copyDst, packed.bytes).set(heap.u8(packed.ptr, packed.bytes)))) : '';
-    const read = gbps(seconds(() => runRows({ kernel: 'matmul_quant', fn: 'read_rows', args: [packed.ptr, rowBytes, sink], rows: ROWS, rowWork: COLS })));
-    const mv = seconds(() => matmulQuant(out, x1, 1, packed));
-    let multi = '';
-    if (TOKENS > 1) {
-      const s = seconds(() => matmulQuant(out, xT, TOKENS, packed), Math.max(3, RUNS >> 2));
-      multi = `${gbps(s)} GB/s, ${((2 * ROWS * COLS * TOKENS) / s / 1e9).toFixed(1)} GFLOP/s`;
+for (const [ROWS, COLS] of SHAPES) {
+  const x1 = randomValues(COLS, 1);
+  const xT = randomValues(Math.max(1, TOKENS) * COLS, 2);
+  const out = new Float32Array(Math.max(1, TOKENS) * ROWS);
+  for (const type of TYPES) {
+    const rowBytes = packedQuantRowBytes(type, COLS);
+    const w: QuantizedMatrix = { kind: 'quantized', type, rows: ROWS, cols: COLS, rowBytes, data: quantize(type, randomValues(ROWS * COLS, 3)) };
+    const packed = packQuantMatrix(w);
+    const GB = packed.bytes / 1e9;
+    const ggmlGB = (ROWS * rowBytes) / 1e9;
+    const copyDst = heap.alloc(packed.bytes);
+    const sink = heap.alloc(64);
+    const gbps = (s: number): string => (GB / s).toFixed(1);
+    for (const threads of THREADS) {
+      setThreads(threads);
+      const copy = gbps(seconds(() => heap.u8(copyDst, packed.bytes).set(heap.u8(packed.ptr, packed.bytes)))[0]);
+      // The read baseline streams the repacked bytes as (rows / 4) rows of 4 x rowBytes' worth.
+      const readRows = Math.floor(packed.bytes / 128);
+      const read = gbps(seconds(() => runRows({ kernel: 'matmul_quant', fn: 'read_rows', args: [packed.ptr, 128, sink], rows: readRows, rowWork: 32 }))[0]);
+      const [mv, best] = seconds(() => matmulQuant(out, x1, 1, packed));
+      let multi = '';
+      if (TOKENS > 1) {
+        const [s] = seconds(() => matmulQuant(out, xT, TOKENS, packed), Math.max(3, RUNS >> 2));
+        multi = ` ${gbps(s)} GB/s, ${((2 * ROWS * COLS * TOKENS) / s / 1e9).toFixed(1)} GFLOP/s |`;
+      }
+      rows.push(
+        `| ${ROWS}x${COLS} | ${type} | ${threads} | ${(packed.bytes / 2 ** 20).toFixed(1)} | ${gbps(mv)} | ${(ggmlGB / mv).toFixed(1)} | ${(mv * 1e3).toFixed(2)} | ${(best * 1e3).toFixed(2)} | ${read} | ${copy} |${multi}`,
+      );
     }
-    rows.push(`| ${type} | ${threads} | ${(packed.bytes / 2 ** 20).toFixed(1)} | ${gbps(mv)} | ${(mv * 1e3).toFixed(2)} | ${read} | ${copy} | ${multi} |`);
+    heap.free(copyDst);
+    heap.free(sink);
+    freePacked(packed);
   }
-  heap.free(copyDst);
-  heap.free(sink);
-  freePacked(packed);
 }
 setThreads(1);
 
-console.log(`matvec ${ROWS} x ${COLS}, GB/s of packed weight bytes (median of ${RUNS})\n`);
-console.log(`| type | threads | MiB | matvec GB/s | matvec ms | SIMD read GB/s | copy (.set) GB/s | tokens=${TOKENS} |`);
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(`matvec (tokens = 1), GB/s from the median of ${RUNS} runs\n`);
+const multiHead = TOKENS > 1 ? ` tokens=${TOKENS} |` : '';
+console.log(`| shape | type | threads | packed MiB | matvec GB/s (packed) | GB/s (ggml bytes) | median ms | best ms | SIMD read GB/s | copy (.set) GB/s |${multiHead}`);
+console.log(`|---|---|---|---|---|---|---|---|---|---|${TOKENS > 1 ? '---|' : ''}`);
 for (const r of rows) console.log(r);

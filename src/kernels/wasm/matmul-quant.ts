@@ -3,17 +3,23 @@
  * build/matmul_quant.wasm): out (tokens, rows) = x (tokens, cols) . W^T for GGUF Q8_0, Q4_0, Q4_K
  * and Q6_K weights.
  *
- * Weights are packed once with packQuantMatrix (the ggml blocks copied into the wasm heap, row-major,
- * blocks in their original order). Activations stay f32: the kernel widens each group of 16 quants to
- * f32 lanes and multiplies-adds them with x in f32, applying the block (sub-block) scales to the
- * partial sums (and the K-quant mins to the sub-block sums of x). For tokens > 1 each weight row is
- * dequantized once (ggml's exact f32 values) into per-thread scratch and dotted with every token, so
- * the weights are streamed once per call.
+ * Weights are repacked once with packQuantMatrix into the kernel's layout (see the kernel's header):
+ * block scales as f32 (times a power of two), quants transposed within each 16 bytes so that one
+ * shift and one mask give 4 lanes in x order, Q4_K's 6-bit scales and mins unpacked to bytes, Q6_K's
+ * quants widened to bytes, Q8_0's rows interleaved by 4. Packed sizes per ggml block: Q8_0 36 B
+ * (ggml 34), Q4_0 20 B (18), Q4_K 152 B (144), Q6_K 276 B (210). Activations stay f32: the kernel
+ * converts the integer lanes to f32 exactly and multiplies-adds them with x in f32, applying the
+ * block (sub-block) scales to the partial sums (and the K-quant constant parts to sums of x).
+ * Every token takes the same pass over the weights (batch invariance: a token's output does not
+ * depend on the other tokens of the call or on how rows are split over threads).
  *
- * Accuracy against the float64 reference (`linear` / dotQuantRow): f32 products and f32 accumulation
- * in short partial sums (4 lanes, per block, then across blocks). Measured on random 256 x 4096
- * matrices, tokens 1 and 4, every type: max |out - ref| <= 2e-8 x sum_i |w_i x_i| (up to ~4e-4 of
- * |ref| where the sum cancels). The tests require < 1e-6 x sum_i |w_i x_i| + 1e-30.
+ * Accuracy against the float64 reference (`linear` / dotQuantRow): the quants and (sub-)block scales
+ * are exact in f32 (d*sc and dmin*m are products of at most 11 x 8 bits; the 2^-24 / 2^-28 factors
+ * are exact), so the error is the f32 rounding of the products and of short sums (4 lanes per
+ * block, then across blocks, plus one rounding of Q4_K's 8*d*sc - dmin*m): a few ulps of
+ * sum_i |w_i x_i| (Q4_K: of sum |d sc q x| + |c X|, which can exceed it where the two parts cancel).
+ * The tests require < 1e-6 x sum_i |w_i x_i| + 1e-30 (about 17 f32 ulps). |x| must stay below
+ * 2^90 (the lanes carry up to 2^28 until scaled).
  *
  * Output rows are split over the worker pool (runRows). A decode call (tokens = 1) allocates nothing
  * once its heap scratch has grown to size.
@@ -31,6 +37,8 @@ const KERNEL = 'matmul_quant';
 
 interface QuantInfo {
   block: number;
+  /** rows interleaved per group (the kernel's row index counts groups) */
+  group: number;
   /** bytes of one ggml block */
   blockBytes: number;
   /** bytes of one repacked block */
@@ -114,10 +122,10 @@ function repackQ6_K(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d
 }
 
 const INFO: Record<PackedQuantType, QuantInfo> = {
-  Q8_0: { block: 32, blockBytes: 34, packedBytes: 36, fn: 'matmul_q8_0', repack: repackQ8_0 },
-  Q4_0: { block: 32, blockBytes: 18, packedBytes: 20, fn: 'matmul_q4_0', repack: repackQ4_0 },
-  Q4_K: { block: 256, blockBytes: 144, packedBytes: 152, fn: 'matmul_q4_k', repack: repackQ4_K },
-  Q6_K: { block: 256, blockBytes: 210, packedBytes: 276, fn: 'matmul_q6_k', repack: repackQ6_K },
+  Q8_0: { block: 32, group: 4, blockBytes: 34, packedBytes: 36, fn: 'matmul_q8_0', repack: repackQ8_0 },
+  Q4_0: { block: 32, group: 1, blockBytes: 18, packedBytes: 20, fn: 'matmul_q4_0', repack: repackQ4_0 },
+  Q4_K: { block: 256, group: 1, blockBytes: 144, packedBytes: 152, fn: 'matmul_q4_k', repack: repackQ4_K },
+  Q6_K: { block: 256, group: 1, blockBytes: 210, packedBytes: 276, fn: 'matmul_q6_k', repack: repackQ6_K },
 };
 
 function isPackedQuantType(t: unknown): t is PackedQuantType {
@@ -153,7 +161,8 @@ export function packQuantMatrix(w: QuantizedMatrix): PackedMatrix {
   if (w.rowBytes !== rowBytes) throw new RangeError(`packQuantMatrix: ${w.type} rows of ${cols} take ${rowBytes} bytes, the matrix says ${w.rowBytes}`);
   const srcBytes = rows * rowBytes;
   if (w.data.byteLength < srcBytes) throw new RangeError(`packQuantMatrix: data holds ${w.data.byteLength} bytes, need ${srcBytes}`);
-  const blocks = (rows * cols) / info.block;
+  const groups = Math.ceil(rows / info.group);
+  const blocks = (groups * info.group * cols) / info.block;
   const bytes = blocks * info.packedBytes;
   const heap = wasmHeap();
   // 16 spare bytes: no kernel load reaches past its block today, but keep v128 loads safe anyway.
@@ -161,7 +170,24 @@ export function packQuantMatrix(w: QuantizedMatrix): PackedMatrix {
   const dst = heap.u8(ptr, bytes);
   const dv = new DataView(dst.buffer, dst.byteOffset, bytes);
   const src = w.data;
-  for (let b = 0; b < blocks; b++) info.repack(src, b * info.blockBytes, dst, dv, b * info.packedBytes);
+  if (info.group === 1) {
+    for (let b = 0; b < blocks; b++) info.repack(src, b * info.blockBytes, dst, dv, b * info.packedBytes);
+  } else {
+    // Groups of 4 rows, block by block: f32 d of each row, then per half of 16 the rows' 16 bytes.
+    // The last group's missing rows stay zero (their sums are never stored).
+    dst.fill(0);
+    const nb = cols / info.block;
+    for (let g = 0; g < groups; g++) {
+      for (let b = 0; b < nb; b++) {
+        const d = (g * nb + b) * 4 * info.packedBytes;
+        for (let i = 0; i < 4 && 4 * g + i < rows; i++) {
+          const s = (4 * g + i) * rowBytes + b * info.blockBytes;
+          dv.setFloat32(d + 4 * i, f16At(src, s) * TWO_M24, true);
+          for (let h = 0; h < 2; h++) transposeBytes16((e) => src[s + 2 + 16 * h + e]!, dst, d + 16 + 64 * h + 16 * i);
+        }
+      }
+    }
+  }
   return { kind: 'packed', type: w.type, rows, cols, ptr, bytes };
 }
 
@@ -253,8 +279,9 @@ export function matmulQuant(out: Float32Array, x: Float32Array, tokens: number, 
   args[6] = rowPtr;
   args[7] = rowStride;
   job.fn = INFO[w.type].fn;
-  job.rows = rows;
-  job.rowWork = cols * (tokens > 1 ? tokens + 1 : 1);
+  const group = INFO[w.type].group;
+  job.rows = Math.ceil(rows / group);
+  job.rowWork = group * cols * tokens;
   runRows(job);
   const result = viewOf(outViews, buffer, outPtr, nout);
   out.set(result);
