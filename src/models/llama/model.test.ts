@@ -21,7 +21,8 @@ import { Tensor } from '../../core/tensor.js';
 import { dequantizeToF32, quantize } from '../../formats/gguf/quants.js';
 import type { RopeFrequencies } from '../../ops/rope/scaling.js';
 import { type LlamaConfig, llamaConfigFromHf } from './config.js';
-import { LLAMA_PROBE_NAMES, LlamaModel, type LlamaModelOptions } from './model.js';
+import { packForKernels, type Matrix } from '../../ops/linear.js';
+import { decodeBatch, LLAMA_PROBE_NAMES, LlamaModel, type LlamaModelOptions } from './model.js';
 import type { LlamaWeights, QuantizedMatrix } from './weights.js';
 import { uniform as xorshift } from '../../testing/helpers.js';
 
@@ -97,6 +98,12 @@ function modelWeights(c: LlamaConfig, w: RefWeights, dtype: DType): LlamaWeights
     finalNorm: w.finalNorm,
     output: c.tiedEmbeddings ? tokenEmbedding : t(w.output, c.vocabSize, c.dim),
   };
+}
+
+/** The weights as the WASM kernels read them: every matrix packed into the wasm heap, as loadModel does. */
+function packedWeights(w: LlamaWeights): LlamaWeights {
+  const pack = (m: Matrix) => packForKernels(m, 'wasm');
+  return { ...w, layers: w.layers.map((l) => ({ ...l, wq: pack(l.wq), wk: pack(l.wk), wv: pack(l.wv), wo: pack(l.wo), wGate: pack(l.wGate), wUp: pack(l.wUp), wDown: pack(l.wDown) })), output: pack(w.output) };
 }
 
 // ---- the float64 reference forward -----------------------------------------------------------------
@@ -327,6 +334,75 @@ test('quantized (GGUF) weights: logits match the float64 reference run on the de
 
 // ---- equivalences -------------------------------------------------------------------------------
 
+for (const k of CASES) {
+  test(`LlamaModel ${k.name}, WASM kernels and packed weights: f32 / f16 weights, f16 KV cache, safe-f16 against the float64 reference`, (t) => {
+    const { config, ref, tokens } = setup(k);
+    const want = reference(config, ref, tokens);
+    const wasm = { kernels: 'wasm' as const };
+    const errs: Record<string, number> = {};
+    errs['f32'] = relErr(runModel(config, packedWeights(modelWeights(config, ref, 'f32')), tokens, wasm), want);
+    errs['f16'] = relErr(runModel(config, packedWeights(modelWeights(config, ref, 'f16')), tokens, wasm), want);
+    errs['f16 cache'] = relErr(runModel(config, packedWeights(modelWeights(config, ref, 'f32')), tokens, { ...wasm, kvCache: 'f16' }), want);
+    errs['safe-f16'] = relErr(runModel(config, packedWeights(modelWeights(config, ref, 'f16')), tokens, { ...wasm, policy: 'safe-f16' }), want);
+    t.diagnostic(`relative error: ${Object.entries(errs).map(([n, e]) => `${n} ${e.toExponential(2)}`).join(', ')}`);
+    assert.ok(errs['f32']! <= F32_BOUND, `f32 weights: ${errs['f32']}`);
+    assert.ok(errs['f16']! <= F16_BOUND, `f16 weights: ${errs['f16']}`);
+    assert.ok(errs['f16 cache']! <= F16_CACHE_BOUND, `f16 KV cache: ${errs['f16 cache']}`);
+    assert.ok(errs['safe-f16']! <= F16_BOUND, `safe-f16: ${errs['safe-f16']}`);
+  });
+}
+
+test('safe-f16 with the WASM kernels rounds exactly as the reference ops do: same logits within f32 accumulation noise, same greedy tokens', () => {
+  const { config, ref, tokens } = setup(CASES[1]!);
+  const weights = modelWeights(config, ref, 'f16');
+  const a = runModel(config, weights, tokens, { policy: 'safe-f16' });
+  const b = runModel(config, packedWeights(weights), tokens, { policy: 'safe-f16', kernels: 'wasm' });
+  assert.ok(relErr(b, Float64Array.from(a)) <= 2e-3, `relative difference ${relErr(b, Float64Array.from(a))}`);
+});
+
+test('decodeBatch: one pass over several sequences equals each one decoding alone, bit for bit', () => {
+  for (const kernels of ['reference', 'wasm'] as const) {
+    for (const k of CASES) {
+      const { config, ref, tokens } = setup(k);
+      const f32 = modelWeights(config, ref, 'f32');
+      const model = new LlamaModel(config, kernels === 'wasm' ? packedWeights(f32) : f32, { kernels, kvCache: 'f16' });
+      // Three sequences at different lengths (so different positions, cache sizes and windows).
+      const prompts = [tokens.slice(0, 2), tokens.slice(1, 6), tokens.slice(3, 6)];
+      const batched = prompts.map(() => model.newSession());
+      const alone = prompts.map(() => model.newSession());
+      prompts.forEach((p, i) => {
+        batched[i]!.forward(p);
+        alone[i]!.forward(p);
+      });
+      for (let step = 0; step < 3; step++) {
+        const next = prompts.map((_, i) => tokens[(i * 5 + step) % tokens.length]!);
+        const together = decodeBatch(batched, next);
+        const apart = alone.map((session, i) => session.forward([next[i]!]));
+        for (let i = 0; i < prompts.length; i++) assert.deepEqual(together[i], apart[i], `${kernels} ${k.name}: sequence ${i}, step ${step}`);
+      }
+      assert.deepEqual(batched.map((s) => s.length), alone.map((s) => s.length));
+      for (const s of [...batched, ...alone]) s.dispose();
+    }
+  }
+});
+
+const usage = (pattern: RegExp) => (e: unknown) => e instanceof HalfpipeError && e.code === 'usage' && pattern.test(e.message) && !e.message.includes('\n');
+
+test('decodeBatch errors are one-line usage errors before anything runs', () => {
+  const { config, ref } = setup(CASES[0]!);
+  const model = new LlamaModel(config, modelWeights(config, ref, 'f32'));
+  const other = new LlamaModel(config, modelWeights(config, ref, 'f32'));
+  const [a, b] = [model.newSession(), model.newSession()];
+  a.forward([1, 2]);
+  assert.throws(() => decodeBatch([a, b], [1]), usage(/2 sessions but 1 tokens/));
+  assert.throws(() => decodeBatch([a, a], [1, 2]), usage(/appears twice/));
+  assert.throws(() => decodeBatch([a, other.newSession()], [1, 2]), usage(/same model/));
+  assert.throws(() => decodeBatch([a, b], [1, config.vocabSize]), usage(/outside the vocabulary/));
+  assert.equal(a.length, 2);
+  assert.equal(b.length, 0);
+  assert.deepEqual(decodeBatch([], []), []);
+});
+
 test('chunked prefill == single pass == token-by-token decode, bit for bit', () => {
   for (const k of CASES) {
     const { config, ref, tokens } = setup(k);
@@ -422,7 +498,6 @@ test('truncate rewinds: re-running the dropped tokens reproduces the logits', ()
 
 // ---- errors -------------------------------------------------------------------------------------
 
-const usage = (pattern: RegExp) => (e: unknown) => e instanceof HalfpipeError && e.code === 'usage' && pattern.test(e.message) && !e.message.includes('\n');
 
 test('bad token ids are one-line errors before anything runs', () => {
   const { config, ref } = setup(CASES[0]!);

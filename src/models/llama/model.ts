@@ -7,9 +7,10 @@
  *               x = h + down(silu(gate(m)) * up(m)),                                      m = rms_norm(h)
  *   logits = output(rms_norm(x))
  *
- * Split by lifetime as llama2.c does: LlamaConfig (hyperparameters) and LlamaWeights (read-only)
- * belong to the model; a LlamaSession owns one sequence's KV cache and its RunState (scratch
- * buffers sized for one prefill chunk, allocated once and reused by every call).
+ * Split by lifetime as llama2.c does: LlamaConfig (hyperparameters), LlamaWeights (read-only) and
+ * one RunState (scratch buffers for a pass, reused by every call: forwards are synchronous) belong
+ * to the model; a LlamaSession owns one sequence's KV cache. decodeBatch runs one decode step of
+ * several sessions as one pass.
  *
  * Numerics: activations and the residual stream are f32, weights any Matrix; every op accumulates
  * in float64 and rounds once to f32 (see the ops). RoPE is the core's fused kernel with exact
@@ -20,18 +21,16 @@
  * call, as HF does per call: decoding past their switch point then differs from one long pass,
  * as it does in HF.)
  */
-import { type DType, roundF32ArrayInPlace } from '../../core/dtype.js';
+import type { DType } from '../../core/dtype.js';
 import { fail } from '../../core/errors.js';
 import { type ActivationRole, activationDtype, parsePolicy, type PrecisionPolicy } from '../../precision/policy.js';
 import { Tensor } from '../../core/tensor.js';
 import { KvCache, type KvCacheDType } from '../../generate/kv-cache.js';
 import { wasmAllocator } from '../../kernels/wasm/allocator.js';
-import { attention } from '../../ops/attention.js';
 import { embeddingRow } from '../../ops/embedding.js';
-import { linear } from '../../ops/linear.js';
-import { rmsNorm } from '../../ops/rmsnorm.js';
+import { type KernelChoice, linear } from '../../ops/linear.js';
+import { type VectorKernels, vectorKernels } from '../../ops/kernels.js';
 import { Rope } from '../../ops/rope/rope.js';
-import { swiglu } from '../../ops/swiglu.js';
 import { checkLlamaConfig, type LlamaConfig } from './config.js';
 import { checkLlamaWeights, type LlamaWeights } from './weights.js';
 
@@ -118,6 +117,12 @@ export interface LlamaModelOptions {
   prefillChunk?: number;
   /** numerics monitor hook; absent: no probe work at all */
   probe?: LlamaProbe;
+  /**
+   * RMSNorm, SwiGLU, attention and the policy's rounding: 'wasm' (the SIMD kernels, with scratch
+   * and KV cache in the wasm heap) or 'reference' (default: the plain TypeScript ops). The matrix
+   * kernels follow the weights: packed ones run in WASM (see packForKernels).
+   */
+  kernels?: KernelChoice;
 }
 
 export interface ForwardOptions {
@@ -140,6 +145,9 @@ export class LlamaModel {
   readonly policy: PrecisionPolicy;
   /** dtypes[layer + 1][probe index]: the storage dtype of each op's output (layer -1 first) */
   readonly dtypes: DType[][];
+  readonly kernels: KernelChoice;
+  /** the implementations of the vector ops that `kernels` selects */
+  readonly ops: VectorKernels;
 
   constructor(config: LlamaConfig, weights: LlamaWeights, opts: LlamaModelOptions = {}) {
     this.config = checkLlamaConfig(config);
@@ -152,6 +160,9 @@ export class LlamaModel {
     this.prefillChunk = opts.prefillChunk ?? 64;
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1) fail('usage', `prefillChunk must be a positive integer, got ${this.prefillChunk}`);
     this.probe = opts.probe;
+    this.kernels = opts.kernels ?? 'reference';
+    if (this.kernels !== 'wasm' && this.kernels !== 'reference') fail('usage', `kernels must be 'wasm' or 'reference', got '${String(this.kernels)}'`);
+    this.ops = vectorKernels(this.kernels);
     this.rope = new Rope({ scaling: config.rope, pairing: config.ropePairing, positionLimit: config.contextLength });
   }
 
@@ -161,7 +172,7 @@ export class LlamaModel {
   }
 }
 
-/** Scratch buffers for one chunk of `chunk` tokens (llama2.c's RunState). */
+/** Scratch buffers for a pass of up to `capacity` tokens (llama2.c's RunState). */
 class RunState {
   readonly x: Float32Array; // (chunk, dim) the residual stream
   readonly xb: Float32Array; // (chunk, dim) normed input of a block
@@ -173,6 +184,8 @@ class RunState {
   readonly gate: Float32Array; // (chunk, hiddenDim); holds the activation after SwiGLU
   readonly up: Float32Array; // (chunk, hiddenDim)
   readonly positions: Int32Array; // (chunk)
+  /** rows (tokens) the buffers hold */
+  readonly capacity: number;
   scores = new Float64Array(0); // (positions attended + headDim) attention scratch, grown on demand
   private recorded = { scores: new Float32Array(0), probs: new Float32Array(0) }; // for a probe only
 
@@ -182,34 +195,213 @@ class RunState {
     return { scores: this.recorded.scores.subarray(0, n), probs: this.recorded.probs.subarray(0, n) };
   }
 
-  constructor(c: LlamaConfig, chunk: number) {
-    this.x = new Float32Array(chunk * c.dim);
-    this.xb = new Float32Array(chunk * c.dim);
+  /** `inHeap`: every activation buffer in the wasm heap, where the WASM kernels use it in place */
+  constructor(c: LlamaConfig, chunk: number, inHeap: boolean) {
+    const f32 = (n: number) => (inHeap ? (wasmAllocator('f32', n) as Float32Array) : new Float32Array(n));
+    this.x = f32(chunk * c.dim);
+    this.xb = f32(chunk * c.dim);
     this.q = Tensor.empty([chunk, c.nHeads, c.headDim], 'f32', wasmAllocator);
     this.k = Tensor.empty([chunk, c.nKvHeads, c.headDim], 'f32', wasmAllocator);
-    this.v = new Float32Array(chunk * c.nKvHeads * c.headDim);
-    this.att = new Float32Array(chunk * c.nHeads * c.headDim);
-    this.proj = new Float32Array(chunk * c.dim);
-    this.gate = new Float32Array(chunk * c.hiddenDim);
-    this.up = new Float32Array(chunk * c.hiddenDim);
+    this.v = f32(chunk * c.nKvHeads * c.headDim);
+    this.att = f32(chunk * c.nHeads * c.headDim);
+    this.proj = f32(chunk * c.dim);
+    this.gate = f32(chunk * c.hiddenDim);
+    this.up = f32(chunk * c.hiddenDim);
     this.positions = new Int32Array(chunk);
+    this.capacity = chunk;
   }
 }
 
 const PROBE_INDEX = Object.fromEntries(LLAMA_PROBE_NAMES.map((n, i) => [n, i])) as Record<LlamaProbeName, number>;
 const NO_ROUNDING = { overflowed: 0, clamped: 0, absmax: 0 };
 
-/** One sequence: its KV cache and scratch. Not safe to use from two forwards at once (none are async). */
+/**
+ * One sequence's rows in a pass: `rows` new tokens appended to `cache` at its current length, in
+ * consecutive rows of the scratch. A session's forward is one segment per chunk; a batched decode
+ * step is one segment of one row per sequence.
+ */
+interface Segment {
+  cache: KvCache;
+  rows: number;
+  /** what length-dependent RoPE sees as the sequence length (HF: the length at the end of the call) */
+  seqLen: number;
+}
+
+/**
+ * The model's scratch for a pass of `rows` tokens. Forwards are synchronous, so one per model
+ * serves every session and batch; it grows on demand.
+ */
+const scratchOf = new WeakMap<LlamaModel, RunState>();
+function scratch(model: LlamaModel, rows: number): RunState {
+  let s = scratchOf.get(model);
+  if (!s || s.capacity < rows) {
+    s = new RunState(model.config, Math.max(rows, model.prefillChunk), model.kernels === 'wasm');
+    scratchOf.set(model, s);
+  }
+  return s;
+}
+
+/**
+ * An op has written `data`: round it to the dtype the policy stores this activation in (what an
+ * engine holding it in f16 or bf16 would read back, overflow included), then report it to the probe.
+ */
+function emit(model: LlamaModel, name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], firstToken: number): void {
+  const { policy, probe } = model;
+  const dtype = model.dtypes[layer + 1]![PROBE_INDEX[name]]!;
+  const counts = dtype === 'f32' ? NO_ROUNDING : model.ops.round(data, data.length, dtype, policy.clamp);
+  if (!probe) return;
+  const ctx: ProbeContext = { dtype, firstToken, overflowed: counts.overflowed, clamped: counts.clamped };
+  if (dtype !== 'f32') ctx.f32Absmax = counts.absmax;
+  probe(name, layer, data, shape, ctx);
+}
+
+/**
+ * Runs the m rows of state.x (the input embeddings, already in place) through every layer; rows
+ * belong to `segments` in order. Every op but attention treats rows independently, and attention
+ * reads each segment's own cache at its own positions (through the fused RoPE's per-token
+ * positions), so a row's result does not depend on the rows beside it. A probe sees the pass as
+ * one sequence: probes need a single segment.
+ */
+function runLayers(model: LlamaModel, s: RunState, segments: readonly Segment[], m: number): void {
+  const { config: c, weights: w, rope, ops } = model;
+  const { rmsNorm, attention, swiglu } = ops;
+  const { dim, nHeads, nKvHeads, headDim, hiddenDim, normEps } = c;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const positions = s.positions.subarray(0, m);
+  let longest = 0;
+  for (let i = 0, r = 0; i < segments.length; r += segments[i]!.rows, i++) {
+    const { cache, rows } = segments[i]!;
+    for (let j = 0; j < rows; j++) positions[r + j] = cache.length + j;
+    longest = Math.max(longest, cache.length + rows);
+  }
+  const start = segments[0]!.cache.length; // the probes' first token (one segment)
+  const q = s.q.narrow(0, 0, m);
+  const k = s.k.narrow(0, 0, m);
+  const qData = s.q.data as Float32Array;
+  const kData = s.k.data as Float32Array;
+  if (s.scores.length < longest + headDim) s.scores = new Float64Array(Math.max(2 * s.scores.length, longest + headDim));
+  const ropeBySegment = rope.scaling.dependsOnSeqLen && segments.length > 1;
+  emit(model, 'embeddings', -1, s.x.subarray(0, m * dim), [m, dim], start);
+
+  for (let l = 0; l < c.nLayers; l++) {
+    const lw = w.layers[l]!;
+    // Pre-attention RMSNorm.
+    rmsNorm(s.xb, s.x, lw.attnNorm, normEps, m, dim);
+    emit(model, 'attn_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
+    // q, k, v projections.
+    linear(qData, s.xb, m, lw.wq);
+    linear(kData, s.xb, m, lw.wk);
+    linear(s.v, s.xb, m, lw.wv);
+    emit(model, 'q', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
+    emit(model, 'k', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
+    emit(model, 'v', l, s.v.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
+    // RoPE on q and k, in place, each row at its own position. Length-dependent scaling (dynamic
+    // NTK, LongRoPE) takes each sequence's own length.
+    if (!ropeBySegment) rope.fused({ q, k, positions, layout: 'thd', seqLen: Math.max(longest, ...segments.map((g) => g.seqLen)) });
+    else {
+      for (let i = 0, r = 0; i < segments.length; r += segments[i]!.rows, i++) {
+        const { rows, seqLen } = segments[i]!;
+        rope.fused({ q: q.narrow(0, r, rows), k: k.narrow(0, r, rows), positions: positions.subarray(r, r + rows), layout: 'thd', seqLen });
+      }
+    }
+    emit(model, 'q_rope', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
+    emit(model, 'k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
+    // Each segment: append its rotated keys and values to its cache, then causal (GQA, optionally
+    // windowed) attention over every cached position; a probe also sees the scores and
+    // probabilities, as (tokens, heads, positions).
+    for (let i = 0, r = 0; i < segments.length; r += segments[i]!.rows, i++) {
+      const { cache, rows } = segments[i]!;
+      const at = cache.length;
+      cache.write(l, at, rows, kData.subarray(r * kvDim, (r + rows) * kvDim), s.v.subarray(r * kvDim, (r + rows) * kvDim));
+      const record = model.probe ? s.attentionRecord(rows * nHeads * (at + rows)) : undefined;
+      attention({
+        out: s.att.subarray(r * qDim, (r + rows) * qDim),
+        q: qData.subarray(r * qDim, (r + rows) * qDim),
+        keys: cache.keys(l),
+        values: cache.values(l),
+        positions: positions.subarray(r, r + rows),
+        length: at + rows,
+        nHeads,
+        nKvHeads,
+        headDim,
+        ...(c.slidingWindow === undefined ? {} : { window: c.slidingWindow }),
+        scratch: s.scores,
+        scoresDtype: model.dtypes[l + 1]![PROBE_INDEX.scores]!,
+        probsDtype: model.dtypes[l + 1]![PROBE_INDEX.probs]!,
+        ...(record ? { record } : {}),
+      });
+      if (record) {
+        emit(model, 'scores', l, record.scores, [rows, nHeads, at + rows], at);
+        emit(model, 'probs', l, record.probs, [rows, nHeads, at + rows], at);
+      }
+    }
+    emit(model, 'attn_out', l, s.att.subarray(0, m * qDim), [m, qDim], start);
+    // Output projection.
+    linear(s.proj, s.att, m, lw.wo);
+    emit(model, 'o_proj', l, s.proj.subarray(0, m * dim), [m, dim], start);
+    // Residual connection.
+    for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
+    emit(model, 'residual_1', l, s.x.subarray(0, m * dim), [m, dim], start);
+    // Pre-MLP RMSNorm.
+    rmsNorm(s.xb, s.x, lw.mlpNorm, normEps, m, dim);
+    emit(model, 'mlp_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
+    // Gate and up projections.
+    linear(s.gate, s.xb, m, lw.wGate);
+    linear(s.up, s.xb, m, lw.wUp);
+    emit(model, 'gate', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
+    emit(model, 'up', l, s.up.subarray(0, m * hiddenDim), [m, hiddenDim], start);
+    // SwiGLU: silu(gate) * up, into the gate buffer.
+    swiglu(s.gate, s.gate, s.up, m * hiddenDim);
+    emit(model, 'act', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
+    // Down projection.
+    linear(s.proj, s.gate, m, lw.wDown);
+    emit(model, 'down', l, s.proj.subarray(0, m * dim), [m, dim], start);
+    // Residual connection.
+    for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
+    emit(model, 'residual_2', l, s.x.subarray(0, m * dim), [m, dim], start);
+  }
+  for (const { cache, rows } of segments) cache.advance(rows);
+}
+
+/**
+ * Final RMSNorm and output projection of `rows` rows of the residual stream from row `first`;
+ * firstToken is the position of row `first` (for probes).
+ */
+function head(model: LlamaModel, s: RunState, first: number, rows: number, out: Float32Array, firstToken: number): void {
+  const { config: c, weights: w } = model;
+  const { dim, vocabSize } = c;
+  // Final RMSNorm.
+  model.ops.rmsNorm(s.xb, s.x.subarray(first * dim, (first + rows) * dim), w.finalNorm, c.normEps, rows, dim);
+  emit(model, 'final_norm', -1, s.xb.subarray(0, rows * dim), [rows, dim], firstToken);
+  // Output projection to the vocabulary.
+  linear(out, s.xb, rows, w.output);
+  emit(model, 'logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize], firstToken);
+}
+
+function checkTokens(tokens: readonly number[], vocabSize: number): void {
+  for (let i = 0; i < tokens.length; i++) {
+    const id = tokens[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) fail('usage', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
+  }
+}
+
+/** One sequence: its KV cache. Not safe to use from two forwards at once (none are async). */
 export class LlamaSession {
   readonly model: LlamaModel;
-  private readonly cache: KvCache;
-  private readonly state: RunState;
+  /** @internal the KV cache (batched decode writes it) */
+  readonly cache: KvCache;
 
   constructor(model: LlamaModel) {
     const c = model.config;
     this.model = model;
-    this.cache = new KvCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, capacity: c.contextLength, dtype: model.kvCache });
-    this.state = new RunState(c, model.prefillChunk);
+    const storage = model.kernels === 'wasm' ? 'wasm' : 'js';
+    this.cache = new KvCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, capacity: c.contextLength, dtype: model.kvCache, storage });
+  }
+
+  /** Frees the KV cache now (with the WASM kernels it lives in the wasm heap); the session is unusable afterwards. */
+  dispose(): void {
+    this.cache.dispose();
   }
 
   /** Tokens in the cache. */
@@ -223,33 +415,15 @@ export class LlamaSession {
   }
 
   /**
-   * An op has written `data`: round it to the dtype the policy stores this activation in (what an
-   * engine holding it in f16 or bf16 would read back, overflow included), then report it to the probe.
-   */
-  private emit(name: LlamaProbeName, layer: number, data: Float32Array, shape: readonly number[], firstToken: number): void {
-    const { policy, probe } = this.model;
-    const dtype = this.model.dtypes[layer + 1]![PROBE_INDEX[name]]!;
-    const counts = dtype === 'f32' ? NO_ROUNDING : roundF32ArrayInPlace(data, data.length, dtype, policy.clamp);
-    if (!probe) return;
-    const ctx: ProbeContext = { dtype, firstToken, overflowed: counts.overflowed, clamped: counts.clamped };
-    if (dtype !== 'f32') ctx.f32Absmax = counts.absmax;
-    probe(name, layer, data, shape, ctx);
-  }
-
-  /**
    * Appends `tokens` to the sequence and returns the logits of the last one (vocab), or of every
    * one (tokens x vocab, row-major) with allLogits. Validates everything before running anything.
    */
   forward(tokens: readonly number[], opts: ForwardOptions = {}): Float32Array {
-    const { vocabSize } = this.model.config;
+    const { vocabSize, dim } = this.model.config;
     const n = tokens.length;
     if (n === 0) fail('usage', 'forward needs at least one token');
-    for (let i = 0; i < n; i++) {
-      const id = tokens[i]!;
-      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) fail('usage', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
-    }
+    checkTokens(tokens, vocabSize);
     this.cache.checkFits(n);
-    const dim = this.model.config.dim;
     const spans = opts.embeddings ?? [];
     for (const { at, data } of spans) {
       const rows = data.length / dim;
@@ -263,123 +437,50 @@ export class LlamaSession {
     // Length-dependent RoPE (dynamic NTK, LongRoPE) sees the whole call, as HF's single forward does.
     const seqLen = this.cache.length + n;
     const chunk = this.model.prefillChunk;
+    const s = scratch(this.model, chunk);
+    const w = this.model.weights;
     for (let from = 0; from < n; from += chunk) {
       const m = Math.min(chunk, n - from);
-      this.forwardChunk(tokens, from, m, seqLen, spans);
-      if (all) this.head(m, 0, m, logits.subarray(from * vocabSize, (from + m) * vocabSize));
-      else if (from + m === n) this.head(m, m - 1, 1, logits);
+      // Token embeddings, or the given input embeddings where a span covers the token.
+      for (let i = 0; i < m; i++) {
+        const t = from + i;
+        const span = spans.find(({ at, data }) => t >= at && t < at + data.length / dim);
+        if (span) s.x.set(span.data.subarray((t - span.at) * dim, (t - span.at + 1) * dim), i * dim);
+        else embeddingRow(s.x, w.tokenEmbedding, tokens[t]!, i * dim);
+      }
+      runLayers(this.model, s, [{ cache: this.cache, rows: m, seqLen }], m);
+      // The cache has advanced past this chunk: its row `first` is at this position.
+      const firstToken = this.cache.length - m;
+      if (all) head(this.model, s, 0, m, logits.subarray(from * vocabSize, (from + m) * vocabSize), firstToken);
+      else if (from + m === n) head(this.model, s, m - 1, 1, logits, firstToken + m - 1);
     }
     return logits;
   }
+}
 
-  /** Runs tokens[from, from + m) through every layer, leaving the residual stream in state.x. */
-  private forwardChunk(tokens: readonly number[], from: number, m: number, seqLen: number, spans: NonNullable<ForwardOptions['embeddings']>): void {
-    const { config: c, weights: w, rope } = this.model;
-    const { dim, nHeads, nKvHeads, headDim, hiddenDim, normEps } = c;
-    const s = this.state;
-    const cache = this.cache;
-    const start = cache.length;
-    const qDim = nHeads * headDim;
-    const kvDim = nKvHeads * headDim;
-    const positions = s.positions.subarray(0, m);
-    for (let i = 0; i < m; i++) positions[i] = start + i;
-    const q = s.q.narrow(0, 0, m);
-    const k = s.k.narrow(0, 0, m);
-    const qData = s.q.data as Float32Array;
-    const kData = s.k.data as Float32Array;
-    if (s.scores.length < start + m + headDim) s.scores = new Float64Array(Math.max(2 * s.scores.length, start + m + headDim));
+/**
+ * One decode step of several sequences in one pass: sessions[i] appends tokens[i]; returns the
+ * logits of each (vocab). Every matrix product runs once over all rows (the weights are read once
+ * per step, not once per sequence); attention reads each sequence's own cache. Since every kernel
+ * is batch-invariant, each sequence's logits equal, bit for bit, what its own forward([token])
+ * gives. With a probe, the sequences run one after another (a probe follows one sequence).
+ */
+export function decodeBatch(sessions: readonly LlamaSession[], tokens: readonly number[]): Float32Array[] {
+  if (sessions.length !== tokens.length) fail('usage', `decodeBatch: ${sessions.length} sessions but ${tokens.length} tokens`);
+  if (sessions.length === 0) return [];
+  const model = sessions[0]!.model;
+  if (new Set(sessions).size !== sessions.length) fail('usage', 'decodeBatch: a session appears twice');
+  for (const session of sessions) if (session.model !== model) fail('usage', 'decodeBatch: every session must belong to the same model');
+  checkTokens(tokens, model.config.vocabSize);
+  for (const session of sessions) session.cache.checkFits(1);
+  if (model.probe || sessions.length === 1) return sessions.map((session, i) => session.forward([tokens[i]!]));
 
-    // Token embeddings, or the given input embeddings where a span covers the token.
-    for (let i = 0; i < m; i++) {
-      const t = from + i;
-      const span = spans.find(({ at, data }) => t >= at && t < at + data.length / dim);
-      if (span) s.x.set(span.data.subarray((t - span.at) * dim, (t - span.at + 1) * dim), i * dim);
-      else embeddingRow(s.x, w.tokenEmbedding, tokens[t]!, i * dim);
-    }
-    this.emit('embeddings', -1, s.x.subarray(0, m * dim), [m, dim], start);
-
-    for (let l = 0; l < c.nLayers; l++) {
-      const lw = w.layers[l]!;
-      // Pre-attention RMSNorm.
-      rmsNorm(s.xb, s.x, lw.attnNorm, normEps, m, dim);
-      this.emit('attn_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
-      // q, k, v projections.
-      linear(qData, s.xb, m, lw.wq);
-      linear(kData, s.xb, m, lw.wk);
-      linear(s.v, s.xb, m, lw.wv);
-      this.emit('q', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
-      this.emit('k', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
-      this.emit('v', l, s.v.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
-      // RoPE on q and k, in place, at positions start .. start + m - 1.
-      rope.fused({ q, k, positions, layout: 'thd', seqLen });
-      this.emit('q_rope', l, qData.subarray(0, m * qDim), [m, nHeads, headDim], start);
-      this.emit('k_rope', l, kData.subarray(0, m * kvDim), [m, nKvHeads, headDim], start);
-      // Append the rotated keys and the values to the cache.
-      cache.write(l, start, m, kData, s.v);
-      // Causal (GQA, optionally windowed) attention over every cached position; a probe also sees
-      // the scores and probabilities, as (tokens, heads, positions).
-      const record = this.model.probe ? s.attentionRecord(m * nHeads * (start + m)) : undefined;
-      attention({
-        out: s.att,
-        q: qData,
-        keys: cache.keys(l),
-        values: cache.values(l),
-        positions,
-        length: start + m,
-        nHeads,
-        nKvHeads,
-        headDim,
-        ...(c.slidingWindow === undefined ? {} : { window: c.slidingWindow }),
-        scratch: s.scores,
-        scoresDtype: this.model.dtypes[l + 1]![PROBE_INDEX.scores]!,
-        probsDtype: this.model.dtypes[l + 1]![PROBE_INDEX.probs]!,
-        ...(record ? { record } : {}),
-      });
-      if (record) {
-        this.emit('scores', l, record.scores, [m, nHeads, start + m], start);
-        this.emit('probs', l, record.probs, [m, nHeads, start + m], start);
-      }
-      this.emit('attn_out', l, s.att.subarray(0, m * qDim), [m, qDim], start);
-      // Output projection.
-      linear(s.proj, s.att, m, lw.wo);
-      this.emit('o_proj', l, s.proj.subarray(0, m * dim), [m, dim], start);
-      // Residual connection.
-      for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
-      this.emit('residual_1', l, s.x.subarray(0, m * dim), [m, dim], start);
-      // Pre-MLP RMSNorm.
-      rmsNorm(s.xb, s.x, lw.mlpNorm, normEps, m, dim);
-      this.emit('mlp_norm', l, s.xb.subarray(0, m * dim), [m, dim], start);
-      // Gate and up projections.
-      linear(s.gate, s.xb, m, lw.wGate);
-      linear(s.up, s.xb, m, lw.wUp);
-      this.emit('gate', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
-      this.emit('up', l, s.up.subarray(0, m * hiddenDim), [m, hiddenDim], start);
-      // SwiGLU: silu(gate) * up, into the gate buffer.
-      swiglu(s.gate, s.gate, s.up, m * hiddenDim);
-      this.emit('act', l, s.gate.subarray(0, m * hiddenDim), [m, hiddenDim], start);
-      // Down projection.
-      linear(s.proj, s.gate, m, lw.wDown);
-      this.emit('down', l, s.proj.subarray(0, m * dim), [m, dim], start);
-      // Residual connection.
-      for (let i = 0; i < m * dim; i++) s.x[i] = s.x[i]! + s.proj[i]!;
-      this.emit('residual_2', l, s.x.subarray(0, m * dim), [m, dim], start);
-    }
-    cache.advance(m);
-  }
-
-  /** Final RMSNorm and output projection of `rows` rows of the chunk's residual stream, from row `first`. */
-  private head(m: number, first: number, rows: number, out: Float32Array): void {
-    const { config: c, weights: w } = this.model;
-    const { dim, vocabSize } = c;
-    const s = this.state;
-    // The cache has advanced past this chunk: its row `first` is at this position.
-    const firstToken = this.cache.length - m + first;
-    if (first + rows > m) fail('shape', `head: rows [${first}, ${first + rows}) outside the ${m}-token chunk`);
-    // Final RMSNorm.
-    rmsNorm(s.xb, s.x.subarray(first * dim, (first + rows) * dim), w.finalNorm, c.normEps, rows, dim);
-    this.emit('final_norm', -1, s.xb.subarray(0, rows * dim), [rows, dim], firstToken);
-    // Output projection to the vocabulary.
-    linear(out, s.xb, rows, w.output);
-    this.emit('logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize], firstToken);
-  }
+  const m = sessions.length;
+  const { dim, vocabSize } = model.config;
+  const s = scratch(model, m);
+  for (let i = 0; i < m; i++) embeddingRow(s.x, model.weights.tokenEmbedding, tokens[i]!, i * dim);
+  runLayers(model, s, sessions.map((session) => ({ cache: session.cache, rows: 1, seqLen: session.length + 1 })), m);
+  const logits = new Float32Array(m * vocabSize);
+  head(model, s, 0, m, logits, 0);
+  return sessions.map((_, i) => logits.slice(i * vocabSize, (i + 1) * vocabSize));
 }
