@@ -54,6 +54,16 @@ function storeScratch(bytes: number): number {
 /** Positions allocated at first, before doubling. */
 const INITIAL_POSITIONS = 256;
 
+/**
+ * A 'wasm' cache that is dropped without dispose() still gives its blocks back when collected (the
+ * held arrays are the cache's own pointer lists, updated in place as it grows). dispose() frees
+ * them at once, which a server with many sequences wants.
+ */
+const collected = new FinalizationRegistry<{ k: number[]; v: number[] }>(({ k, v }) => {
+  const heap = wasmHeap();
+  for (const ptr of [...k, ...v]) heap.free(ptr);
+});
+
 export class KvCache {
   readonly nLayers: number;
   readonly nKvHeads: number;
@@ -81,6 +91,7 @@ export class KvCache {
     const storage = opts.storage ?? 'js';
     if (storage !== 'js' && storage !== 'wasm') fail('usage', `KvCache: unsupported storage '${String(storage)}' (supported: js, wasm)`);
     this.storage = storage;
+    if (storage === 'wasm') collected.register(this, { k: this.kPtr, v: this.vPtr }, this);
     this.nLayers = nLayers;
     this.nKvHeads = nKvHeads;
     this.headDim = headDim;
@@ -196,6 +207,7 @@ export class KvCache {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    collected.unregister(this);
     const heap = wasmHeap();
     for (const ptr of [...this.kPtr, ...this.vPtr]) heap.free(ptr);
     this.kPtr.length = 0;
