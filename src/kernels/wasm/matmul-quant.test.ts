@@ -168,6 +168,46 @@ describe('matmulQuant against linear (f64 reference)', () => {
   });
 });
 
+describe('matmulQuant batch and split invariance', () => {
+  test('every type: 1 thread, 2 threads and one call per token agree bit for bit (rows not a multiple of 4)', async () => {
+    await poolReady();
+    const before = threadCount();
+    setMinChunkWork(64);
+    try {
+      for (const type of PACKED_QUANT_TYPES) {
+        const rows = 67;
+        const cols = 768;
+        const tokens = 3;
+        const w = randomQuantMatrix(type, rows, cols, 21);
+        const x = randomX(tokens * cols, 22);
+        const packed = packQuantMatrix(w);
+        try {
+          setThreads(1);
+          const one = new Float32Array(tokens * rows);
+          matmulQuant(one, x, tokens, packed);
+          setThreads(2);
+          const two = new Float32Array(tokens * rows);
+          matmulQuant(two, x, tokens, packed);
+          const apart = new Float32Array(tokens * rows);
+          for (let t = 0; t < tokens; t++) {
+            const o = new Float32Array(rows);
+            matmulQuant(o, x.subarray(t * cols, (t + 1) * cols), 1, packed);
+            apart.set(o, t * rows);
+          }
+          assert.deepEqual(two, one, `${type}: 2 threads vs 1`);
+          assert.deepEqual(apart, one, `${type}: per token vs together`);
+          checkAgainstReference(w, x, tokens, one, type);
+        } finally {
+          freePacked(packed);
+        }
+      }
+    } finally {
+      setThreads(before);
+      setMinChunkWork(1 << 15);
+    }
+  });
+});
+
 describe('matmulQuant API', () => {
   test('packQuantMatrix rejects other types and bad shapes', () => {
     const w = randomQuantMatrix('Q8_0', 2, 64, 3);

@@ -16,8 +16,9 @@
  * Accuracy against the float64 reference (`linear` / dotQuantRow): the quants and (sub-)block scales
  * are exact in f32 (d*sc and dmin*m are products of at most 11 x 8 bits; the 2^-24 / 2^-28 factors
  * are exact), so the error is the f32 rounding of the products and of short sums (4 lanes per
- * block, then across blocks, plus one rounding of Q4_K's 8*d*sc - dmin*m): a few ulps of
- * sum_i |w_i x_i| (Q4_K: of sum |d sc q x| + |c X|, which can exceed it where the two parts cancel).
+ * block, then across blocks): a few ulps of sum_i |w_i x_i| (Q4_K: of sum |d sc q x| + |dmin m x|,
+ * which can exceed it where the two parts cancel, as in ggml's own formula). Q4_K multiplies with x
+ * pre-scaled by 2^-4j (j < 7), exact unless |x| < 2^-98 (subnormal; far below any activation).
  * The tests require < 1e-6 x sum_i |w_i x_i| + 1e-30 (about 17 f32 ulps). |x| must stay below
  * 2^90 (the lanes carry up to 2^28 until scaled).
  *
@@ -100,7 +101,7 @@ function repackQ4_K(src: Uint8Array, s: number, dst: Uint8Array, dv: DataView, d
   for (let j = 0; j < 8; j++) {
     const qs = s + 16 + 32 * (j >> 1);
     const shift = (j & 1) * 4;
-    transposeNibbles32((e) => ((src[qs + e]! >> shift) & 15) ^ 8, dst, d + 24 + 16 * j);
+    transposeNibbles32((e) => (src[qs + e]! >> shift) & 15, dst, d + 24 + 16 * j);
   }
 }
 
@@ -255,7 +256,8 @@ export function matmulQuant(out: Float32Array, x: Float32Array, tokens: number, 
 
   const heap = wasmHeap();
   const threads = threadCount();
-  const rowStride = cols * 4;
+  // per-thread scratch: Q4_K's scaled x, sums of x, masks and block scales (4.125 cols + 144 bytes)
+  const rowStride = cols * 5 + 256;
   const xPtr = ensure(xBuf, nx * 4);
   const outPtr = ensure(outBuf, nout * 4);
   // Per-thread scratch: a dequantized row (tokens > 1) or Q4_K's sums of x (tokens = 1; cols / 8 + 64 bytes).

@@ -12,9 +12,10 @@
 //                       d*2^-24 of the 4 rows, then per half of 16 the 4 rows' 16 int8 quants. Each x
 //                       load serves 4 rows; the rows' partials are reduced with one transpose.
 //   Q4_0 (20 B / 32):   f32 d*2^-28, 16 bytes of nibbles q ^ 8 (= q - 8 as a signed nibble).
-//   Q4_K (152 B / 256): f32 d, f32 dmin, u8 sc[8], u8 m[8], 8 x 16 bytes of nibbles q ^ 8. Value
-//                       d*sc*(q - 8) + (8*d*sc - dmin*m): the constant part multiplies the sum of
-//                       x over the sub-block (per token, in per-thread scratch).
+//   Q4_K (152 B / 256): f32 d, f32 dmin, u8 sc[8], u8 m[8], 8 x 16 bytes of UNSIGNED nibbles q.
+//                       Group j is masked in place (q * 2^4j, one AND) and multiplied with a per-token
+//                       copy of x pre-scaled by 2^-4j (bit-identical products); value d*sc*q - dmin*m,
+//                       the mins multiply the sums of x per sub-block (per token, per-thread scratch).
 //   Q6_K (276 B / 256): f32 d*2^-24, int8 sc[16], 256 int8 (q - 32) (a byte per weight: 6-bit fields
 //                       cost twice the instructions; the layout is 31% larger than ggml's).
 // Range: the lanes carry a 2^24..2^28 factor until scaled, so |x| must stay below 2^90 (far beyond
@@ -23,7 +24,7 @@
 // Every token takes the same pass over a row, so an output's rounding does not depend on how many
 // tokens share a call or how rows are split over threads (batch invariance, tested bit for bit).
 // Rows are independent: the JS glue splits [0, rows) (Q8_0: [0, row groups)) over the worker pool; slot picks the
-// per-thread scratch (Q4_K: sums of x per 32 and the block's 32 bytes of f32 scales; Q6_K: 64 bytes).
+// per-thread scratch (Q4_K: scaled x, sums of x per 32, masks, the block's f32 scales; Q6_K: 64 bytes).
 //
 // The kernel owns no static data (the memory is the heap's shared one).
 
@@ -192,11 +193,42 @@ function sums32(x: usize, n: i32, dst: usize): void {
   }
 }
 
-/** Row dot; xs holds sums32 of x; sm is 32 bytes of scratch for the block's f32 sub-block scales. */
-function rowQ4_K(p: usize, nb: i32, xp: usize, xs: usize, sm: usize): f32 {
-  const m = splat32(0xF0000000, nb);
-  const two28 = f32x4.splat(1.0 / 268435456.0);
-  const eight = f32x4.splat(8.0);
+/**
+ * Per token, for the unsigned-nibble kernels: xs = sums of x per 32 (nb * 8 floats), xsc = x with
+ * element 4j + k of every 32 scaled by 2^-4j (j < 7; j = 7 unscaled), and 7 masks 0xF << 4j at mk.
+ * Group j of a nibble vector masked in place is q * 2^4j, so its product with the scaled x equals
+ * q * x exactly (power-of-two scaling; x below 2^-98 in magnitude would go subnormal).
+ */
+function prepNibbleX(x: usize, n: i32, xs: usize, xsc: usize, mk: usize): void {
+  for (let j = 0; j < 7; j++) v128.store(mk + (<usize>j << 4), i32x4.splat(15 << (j << 2)));
+  const end = x + (<usize>n << 2);
+  for (; x < end; x += 128, xsc += 128, xs += 4) {
+    const a = f32x4.add(f32x4.add(v128.load(x), v128.load(x, 16)), f32x4.add(v128.load(x, 32), v128.load(x, 48)));
+    const b = f32x4.add(f32x4.add(v128.load(x, 64), v128.load(x, 80)), f32x4.add(v128.load(x, 96), v128.load(x, 112)));
+    store<f32>(xs, hsum(f32x4.add(a, b)));
+    v128.store(xsc, v128.load(x));
+    v128.store(xsc, f32x4.mul(v128.load(x, 16), f32x4.splat(0.0625)), 16);
+    v128.store(xsc, f32x4.mul(v128.load(x, 32), f32x4.splat(0.00390625)), 32);
+    v128.store(xsc, f32x4.mul(v128.load(x, 48), f32x4.splat(0.000244140625)), 48);
+    v128.store(xsc, f32x4.mul(v128.load(x, 64), f32x4.splat(0.0000152587890625)), 64);
+    v128.store(xsc, f32x4.mul(v128.load(x, 80), f32x4.splat(9.5367431640625e-7)), 80);
+    v128.store(xsc, f32x4.mul(v128.load(x, 96), f32x4.splat(5.9604644775390625e-8)), 96);
+    v128.store(xsc, v128.load(x, 112), 112);
+  }
+}
+
+/** 32 transposed unsigned nibbles . x[0..32) (xp: the scaled x of prepNibbleX, mk its masks). */
+// @ts-ignore: decorator
+@inline function dotU32(v: v128, xp: usize, mk: usize): v128 {
+  const a = f32x4.add(fx(v128.and(v, v128.load(mk)), xp, 0), fx(v128.and(v, v128.load(mk, 16)), xp, 16));
+  const b = f32x4.add(fx(v128.and(v, v128.load(mk, 32)), xp, 32), fx(v128.and(v, v128.load(mk, 48)), xp, 48));
+  const c = f32x4.add(fx(v128.and(v, v128.load(mk, 64)), xp, 64), fx(v128.and(v, v128.load(mk, 80)), xp, 80));
+  const d = f32x4.add(fx(v128.and(v, v128.load(mk, 96)), xp, 96), fx(i32x4.shr_u(v, 28), xp, 112));
+  return f32x4.add(f32x4.add(a, b), f32x4.add(c, d));
+}
+
+/** Row dot; xs, xsc, mk from prepNibbleX; sm is 32 bytes of scratch for the block's f32 sub-block scales. */
+function rowQ4_K(p: usize, nb: i32, xp: usize, xs: usize, mk: usize, sm: usize): f32 {
   let acc0 = f32x4.splat(0);
   let accM = f32x4.splat(0);
   for (let b = 0; b < nb; b++, p += 152, xp += 1024, xs += 32) {
@@ -204,32 +236,34 @@ function rowQ4_K(p: usize, nb: i32, xp: usize, xs: usize, sm: usize): f32 {
     const dmin = v128.load32_splat(p, 4);
     const scm = i16x8.extend_low_i8x16_u(v128.load(p, 8)); // sc[0..8) (m follows in bytes 8..16)
     const mm = i16x8.extend_high_i8x16_u(v128.load(p, 8));
-    const dsLo = f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(scm)));
-    const dsHi = f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(scm)));
-    // constant part per sub-block: 8*d*sc - dmin*m (d*sc and dmin*m are exact in f32: 11 x 6 bits)
-    const cLo = f32x4.sub(f32x4.mul(eight, dsLo), f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(mm))));
-    const cHi = f32x4.sub(f32x4.mul(eight, dsHi), f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(mm))));
+    // value d*sc*q - dmin*m: the mins multiply the sums of x per sub-block (d*sc, dmin*m exact in f32)
+    const cLo = f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(mm)));
+    const cHi = f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(mm)));
     accM = f32x4.add(accM, f32x4.add(f32x4.mul(cLo, v128.load(xs)), f32x4.mul(cHi, v128.load(xs, 16))));
-    v128.store(sm, f32x4.mul(two28, dsLo));
-    v128.store(sm, f32x4.mul(two28, dsHi), 16);
+    v128.store(sm, f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(scm))));
+    v128.store(sm, f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(scm))), 16);
     // One sub-block per iteration: a fully unrolled super-block spills (measured 1.6x slower).
     for (let j: usize = 0; j < 8; j++) {
-      acc0 = f32x4.add(acc0, f32x4.mul(v128.load32_splat(sm + (j << 2)), dotN32(v128.load(p + 24 + (j << 4)), xp + (j << 7), m)));
+      acc0 = f32x4.add(acc0, f32x4.mul(v128.load32_splat(sm + (j << 2)), dotU32(v128.load(p + 24 + (j << 4)), xp + (j << 7), mk)));
     }
   }
-  return hsum(f32x4.add(acc0, accM));
+  return hsum(f32x4.sub(acc0, accM));
 }
 
 export function matmul_q4_k(w: usize, cols: i32, x: usize, tokens: i32, out: usize, rows: i32, scratch: usize, scratchStride: i32, r0: i32, r1: i32, slot: i32): void {
   const nb = cols >> 8;
   const rowBytes = <usize>nb * 152;
-  const dq = scratch + <usize>slot * <usize>scratchStride;
+  // per-thread scratch: scaled x (cols floats), sums per 32 (cols / 32 floats), 7 masks, 32 bytes of scales
+  const xsc = scratch + <usize>slot * <usize>scratchStride;
+  const xs = xsc + (<usize>cols << 2);
+  const mk = xs + (<usize>cols >> 3);
+  const sm = mk + 112;
   const xStride = <usize>cols << 2;
   for (let t = 0; t < tokens; t++) {
     const xt = x + <usize>t * xStride;
     const ot = out + ((<usize>t * <usize>rows) << 2);
-    sums32(xt, cols, dq);
-    for (let r = r0; r < r1; r++) store<f32>(ot + (<usize>r << 2), rowQ4_K(w + <usize>r * rowBytes, nb, xt, dq, dq + (<usize>nb << 5)));
+    prepNibbleX(xt, cols, xs, xsc, mk);
+    for (let r = r0; r < r1; r++) store<f32>(ot + (<usize>r << 2), rowQ4_K(w + <usize>r * rowBytes, nb, xsc, xs, mk, sm));
   }
 }
 
