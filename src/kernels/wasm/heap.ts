@@ -247,15 +247,13 @@ export function kernelPath(name: string): string {
 }
 
 /**
- * Instantiates build/<name>.wasm synchronously over `memory` (default: the
- * shared heap's), importing env.memory and an env.abort that throws.
- * Modules are compiled once; instances are cached per memory.
+ * The compiled build/<name>.wasm, compiled once per thread. Pool workers are handed the main
+ * thread's Module objects (adoptKernelModule) instead of compiling their own: V8 shares one
+ * Module's machine code between threads, so a worker starts on the code the main thread has
+ * already tiered up, and no thread holds a second copy of it.
  */
-export function loadKernel(name: string, memory: WebAssembly.Memory = wasmHeap().memory): WebAssembly.Instance {
+export function kernelModule(name: string): WebAssembly.Module {
   if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`loadKernel: bad kernel name ${JSON.stringify(name)}`);
-  let perMemory = instances.get(memory);
-  const cached = perMemory?.get(name);
-  if (cached) return cached;
   let module = modules.get(name);
   if (!module) {
     const path = kernelPath(name);
@@ -263,6 +261,29 @@ export function loadKernel(name: string, memory: WebAssembly.Memory = wasmHeap()
     module = new WebAssembly.Module(readFileSync(path));
     modules.set(name, module);
   }
+  return module;
+}
+
+/** Uses `module` (compiled on another thread, see kernelModule) for kernel `name` on this thread. */
+export function adoptKernelModule(name: string, module: WebAssembly.Module): void {
+  if (!modules.has(name)) modules.set(name, module);
+}
+
+/** Names and Modules of the kernels compiled (or adopted) on this thread so far. */
+export function compiledKernels(): Array<[string, WebAssembly.Module]> {
+  return [...modules];
+}
+
+/**
+ * Instantiates build/<name>.wasm synchronously over `memory` (default: the
+ * shared heap's), importing env.memory and an env.abort that throws.
+ * Modules are compiled once; instances are cached per memory.
+ */
+export function loadKernel(name: string, memory: WebAssembly.Memory = wasmHeap().memory): WebAssembly.Instance {
+  let perMemory = instances.get(memory);
+  const cached = perMemory?.get(name);
+  if (cached) return cached;
+  const module = kernelModule(name);
   const instance = new WebAssembly.Instance(module, {
     env: {
       memory,

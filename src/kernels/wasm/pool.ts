@@ -17,7 +17,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
-import { loadKernel, wasmHeap } from './heap.js';
+import { compiledKernels, kernelModule, loadKernel, wasmHeap } from './heap.js';
 
 export interface RowJob {
   /** Kernel name: build/<kernel>.wasm. */
@@ -147,7 +147,8 @@ function startWorkers(): void {
     const index = slots.length;
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { memory: wasmHeap().memory, ctl: c.byteOffset, index, port: port2, fns: fnNames },
+      // The compiled Modules travel too: the worker instantiates them instead of compiling its own.
+      workerData: { memory: wasmHeap().memory, ctl: c.byteOffset, index, port: port2, fns: fnNames, modules: compiledKernels() },
       transferList: [port2],
     });
     worker.unref();
@@ -171,7 +172,8 @@ function fnId(kernel: string, fn: string): number {
     fnNames.push([kernel, fn]);
     fnIds.set(key, id);
     // Queued before the job that uses it is published; a worker reads it synchronously when it meets the id.
-    for (const s of slots) s.port.postMessage({ id, kernel, fn });
+    const module = kernelModule(kernel);
+    for (const s of slots) s.port.postMessage({ id, kernel, fn, module });
   }
   return id;
 }

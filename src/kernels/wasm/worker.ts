@@ -4,7 +4,7 @@
  * unref()s it, so it never keeps the process alive). Slot = index + 1; the caller is slot 0.
  */
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { loadKernel } from './heap.js';
+import { adoptKernelModule, loadKernel } from './heap.js';
 import { ARGS_BYTE, CHUNKS, chunkRows, claimChunk, DONE, ERROR, FN, LIMIT, MAX_ARGS, NARGS, PARKED, ROWS, SEQ, SPIN_MS, WORKER_CHUNKS } from './pool.js';
 
 interface PoolWorkerData {
@@ -16,6 +16,8 @@ interface PoolWorkerData {
   port: MessagePort;
   /** Exports registered before this worker started: [kernel, fn] by id. */
   fns: Array<[string, string]>;
+  /** The kernels the caller had compiled when this worker started (later ones come with their registrations). */
+  modules: Array<[string, WebAssembly.Module]>;
 }
 
 type KernelFn = (...args: number[]) => void;
@@ -24,6 +26,7 @@ const data = workerData as PoolWorkerData;
 const ctl = new Int32Array(data.memory.buffer, data.ctl, ARGS_BYTE / 4);
 const argv = new Float64Array(data.memory.buffer, data.ctl + ARGS_BYTE, MAX_ARGS);
 const names: Array<[string, string] | undefined> = [...data.fns];
+for (const [name, module] of data.modules) adoptKernelModule(name, module);
 const fns: Array<KernelFn | undefined> = [];
 
 /** The export with this id; its registration was queued on the port before the job was published. */
@@ -33,7 +36,8 @@ function kernelFn(id: number): KernelFn {
   while (names[id] === undefined) {
     const m = receiveMessageOnPort(data.port);
     if (!m) throw new Error(`pool worker ${data.index}: unknown kernel function id ${id}`);
-    const { id: got, kernel, fn: name } = m.message as { id: number; kernel: string; fn: string };
+    const { id: got, kernel, fn: name, module } = m.message as { id: number; kernel: string; fn: string; module: WebAssembly.Module };
+    adoptKernelModule(kernel, module);
     names[got] = [kernel, name];
   }
   const [kernel, name] = names[id]!;
