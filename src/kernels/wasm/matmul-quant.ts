@@ -260,7 +260,6 @@ export function matmulQuant(out: Float32Array, x: Float32Array, tokens: number, 
   const rowStride = cols * 5 + 256;
   const xPtr = ensure(xBuf, nx * 4);
   const outPtr = ensure(outBuf, nout * 4);
-  // Per-thread scratch: a dequantized row (tokens > 1) or Q4_K's sums of x (tokens = 1; cols / 8 + 64 bytes).
   const rowPtr = ensure(rowBuf, rowStride * threads);
   const buffer = heap.memory.buffer;
   if (buffer !== viewBuffer || viewX !== xPtr || viewOut !== outPtr) {
