@@ -89,14 +89,19 @@ export class TextModel {
   }
 
   /** Streams generated tokens; the iterator's return value is the final result. */
-  generate(prompt: Prompt, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
-    return generateTokens(this.model.newSession(), this.tokenizer, this.promptIds(prompt), opts, this.guard());
+  async *generate(prompt: Prompt, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
+    const session = this.model.newSession();
+    try {
+      return yield* generateTokens(session, this.tokenizer, this.promptIds(prompt), opts, this.guard());
+    } finally {
+      session.dispose();
+    }
   }
 
   /** The same weights under another policy and/or with a probe (no weights are copied). */
   withOptions(opts: LlamaModelOptions): LlamaModel {
     const m = this.model;
-    return new LlamaModel(m.config, m.weights, { policy: m.policy, kvCache: m.kvCache, prefillChunk: m.prefillChunk, ...opts });
+    return new LlamaModel(m.config, m.weights, { policy: m.policy, kvCache: m.kvCache, prefillChunk: m.prefillChunk, kernels: m.kernels, ...opts });
   }
 
   /** How generation explains and recovers from non-finite logits. */
@@ -464,6 +469,7 @@ export function assemble(
   const policy = opts.policy === undefined ? defaultPolicy(dominant) : parsePolicy(opts.policy);
   const modelOpts: LlamaModelOptions = {
     policy,
+    kernels: opts.kernels ?? 'wasm',
     ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
     ...(opts.prefillChunk ? { prefillChunk: opts.prefillChunk } : {}),
     ...(opts.probe ? { probe: opts.probe } : {}),

@@ -228,9 +228,14 @@ export class LlavaModel extends TextModel {
     return imageSegments(prepared.spans, prepared.ids.length);
   }
 
-  override generate(prompt: Prompt, opts: LlavaGenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
+  override async *generate(prompt: Prompt, opts: LlavaGenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
     const prepared = this.prepare(prompt, opts.images ?? []);
-    return generateTokens(this.session(prepared), this.tokenizer, prepared.ids, opts, this.imageGuard(prepared));
+    const session = this.session(prepared);
+    try {
+      return yield* generateTokens(session, this.tokenizer, prepared.ids, opts, this.imageGuard(prepared));
+    } finally {
+      session.dispose();
+    }
   }
 
   /** Logits of every position of the prompt with its images (ids.length x vocab), from a fresh session. */
