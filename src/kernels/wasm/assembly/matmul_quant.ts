@@ -21,8 +21,10 @@
 // Range: the lanes carry a 2^24..2^28 factor until scaled, so |x| must stay below 2^90 (far beyond
 // any activation) for the f32 products not to overflow.
 //
-// Every token takes the same pass over a row, so an output's rounding does not depend on how many
-// tokens share a call or how rows are split over threads (batch invariance, tested bit for bit).
+// Every token takes the same arithmetic over a row, so an output's rounding does not depend on how
+// many tokens share a call or how rows are split over threads (batch invariance, tested bit for bit).
+// Q8_0 with tokens > 1 converts each 4-row group once into per-thread f32 scratch (the same exact
+// lanes) and runs every token over it with the same multiplies and adds in the same order.
 // Rows are independent: the JS glue splits [0, rows) (Q8_0: [0, row groups)) over the worker pool; slot picks the
 // per-thread scratch (Q4_K: scaled x, sums of x per 32, masks, the block's f32 scales; Q6_K: 64 bytes).
 //
@@ -148,14 +150,67 @@ function groupQ8_0(p: usize, nb: i32, xp: usize): v128 {
   return acc;
 }
 
+/**
+ * Prefill form, step 1: a group's quants converted once to f32 (the exact integer-valued lanes
+ * groupQ8_0 converts, q * 2^24) at dst, per block 512 bytes in the order groupQ8_0 consumes them.
+ */
+function convertGroupQ8_0(p: usize, nb: i32, dst: usize): void {
+  const m = splat32(0xFF000000, nb);
+  for (let b = 0; b < nb; b++, p += 144) {
+    for (let h: usize = 0; h < 2; h++, dst += 256) {
+      for (let r: usize = 0; r < 4; r++) {
+        const q = v128.load(p + 16 + (h << 6) + (r << 4));
+        const o = dst + (r << 4);
+        v128.store(o, f32x4.convert_i32x4_s(i32x4.shl(q, 24)));
+        v128.store(o, f32x4.convert_i32x4_s(v128.and(i32x4.shl(q, 16), m)), 64);
+        v128.store(o, f32x4.convert_i32x4_s(v128.and(i32x4.shl(q, 8), m)), 128);
+        v128.store(o, f32x4.convert_i32x4_s(v128.and(q, m)), 192);
+      }
+    }
+  }
+}
+
+/**
+ * Prefill form, step 2: groupQ8_0 with the converted lanes read from qf. The same multiplies and
+ * adds in the same order, so each token's sums equal the decode pass bit for bit.
+ */
+function groupQ8_0F(p: usize, qf: usize, nb: i32, xp: usize): v128 {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, p += 144) {
+    let s0 = f32x4.splat(0);
+    let s1 = f32x4.splat(0);
+    let s2 = f32x4.splat(0);
+    let s3 = f32x4.splat(0);
+    for (let h: usize = 0; h < 2; h++, xp += 64) {
+      for (let j: usize = 0; j < 4; j++, qf += 64) {
+        const x = v128.load(xp + (j << 4));
+        s0 = f32x4.add(s0, f32x4.mul(v128.load(qf), x));
+        s1 = f32x4.add(s1, f32x4.mul(v128.load(qf, 16), x));
+        s2 = f32x4.add(s2, f32x4.mul(v128.load(qf, 32), x));
+        s3 = f32x4.add(s3, f32x4.mul(v128.load(qf, 48), x));
+      }
+    }
+    acc = f32x4.add(acc, f32x4.mul(v128.load(p), reduce4(s0, s1, s2, s3)));
+  }
+  return acc;
+}
+
 export function matmul_q8_0(w: usize, cols: i32, x: usize, tokens: i32, out: usize, rows: i32, scratch: usize, scratchStride: i32, g0: i32, g1: i32, slot: i32): void {
   const nb = cols >> 5;
   const groupBytes = <usize>nb * 144;
   const xStride = <usize>cols << 2;
-  for (let t = 0; t < tokens; t++) {
-    const xt = x + <usize>t * xStride;
-    const ot = out + ((<usize>t * <usize>rows) << 2);
-    for (let g = g0; g < g1; g++) store4(ot, g << 2, rows, groupQ8_0(w + <usize>g * groupBytes, nb, xt));
+  if (tokens == 1) {
+    for (let g = g0; g < g1; g++) store4(out, g << 2, rows, groupQ8_0(w + <usize>g * groupBytes, nb, x));
+    return;
+  }
+  // Several tokens: convert each group once (16 * cols bytes of per-thread scratch), then every token.
+  const qf = scratch + <usize>slot * <usize>scratchStride;
+  for (let g = g0; g < g1; g++) {
+    const p = w + <usize>g * groupBytes;
+    convertGroupQ8_0(p, nb, qf);
+    for (let t = 0; t < tokens; t++) {
+      store4(out + ((<usize>t * <usize>rows) << 2), g << 2, rows, groupQ8_0F(p, qf, nb, x + <usize>t * xStride));
+    }
   }
 }
 
