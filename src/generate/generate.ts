@@ -70,6 +70,126 @@ export interface GenerateResult {
   timings: { prefillSeconds: number; decodeSeconds: number; prefillTokensPerSecond: number; decodeTokensPerSecond: number };
 }
 
+/**
+ * One sequence's generation as a state machine, apart from any forward pass: give it the logits of
+ * the latest position (`next`), it samples, detokenizes and checks the stops, and says whether it
+ * wants another token. generateTokens drives one with a session; a server drives many with one
+ * batched forward per step.
+ */
+export class Generation {
+  readonly promptIds: readonly number[];
+  readonly sampler: Sampler;
+  readonly maxTokens: number;
+  /** generated token ids so far (the EOS token excluded) */
+  readonly tokens: number[] = [];
+  /** per step: the top K of that step, when asked for */
+  readonly steps: TokenLogprob[][] = [];
+  /** the text so far (what the events carried, plus the tail that finish() flushed) */
+  text = '';
+  private readonly tokenizer: Tokenizer;
+  private readonly k: number;
+  private readonly endIds: Set<number>;
+  private readonly detok: StreamingDetokenizer;
+  private readonly stops: StopMatcher;
+  private readonly history: number[];
+  private reason: FinishReason | undefined;
+
+  constructor(tokenizer: Tokenizer, promptIds: readonly number[], opts: GenerateOptions = {}) {
+    const maxTokens = opts.maxTokens ?? 128;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) fail('usage', `max tokens must be an integer >= 0, got ${maxTokens}`);
+    if (promptIds.length === 0) fail('usage', 'the prompt is empty: give at least one token');
+    const k = opts.logprobs ?? 0;
+    if (!Number.isInteger(k) || k < 0) fail('usage', `logprobs must be an integer >= 0, got ${k}`);
+    this.tokenizer = tokenizer;
+    this.promptIds = promptIds;
+    this.maxTokens = maxTokens;
+    this.k = k;
+    this.sampler = new Sampler(opts);
+    this.endIds = new Set([...tokenizer.eosIds, ...(opts.stopTokenIds ?? [])]);
+    // The prompt is context, so the first token keeps a leading space its piece carries.
+    this.detok = new StreamingDetokenizer((ids) => tokenizer.decode(ids, { skipSpecial: true }), promptIds);
+    this.stops = new StopMatcher(opts.stop ?? []);
+    this.history = [...promptIds];
+    if (maxTokens === 0) this.finish('length');
+  }
+
+  /** Why generation ended, or undefined while it goes on. */
+  get finishReason(): FinishReason | undefined {
+    return this.reason;
+  }
+
+  get done(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /**
+   * Samples the next token from the logits of the latest position (raw, or masked with -Infinity
+   * for tokens that must not come). Returns the event to stream; when generation ends here without
+   * a token to show (EOS) it returns undefined. After it, `done` tells whether the caller should run
+   * the returned token through the model and call next() again.
+   */
+  next(logits: Float32Array): GeneratedToken | undefined {
+    if (this.reason !== undefined) fail('usage', `generation already finished (${this.reason})`);
+    const id = this.sampler.sample(logits, this.history);
+    const out: GeneratedToken = { id, text: '' };
+    if (this.k > 0) {
+      out.logprob = logprobOf(logits, id);
+      out.topLogprobs = topLogprobs(logits, this.k).map((t) => ({ ...t, token: this.tokenizer.tokenText(t.id) }));
+      this.steps.push(out.topLogprobs);
+    }
+    if (this.endIds.has(id)) {
+      this.finish('eos');
+      return undefined;
+    }
+    this.history.push(id);
+    this.tokens.push(id);
+    const { emit, stopped } = this.stops.push(this.detok.push(id));
+    out.text = emit;
+    this.text += emit;
+    if (stopped) this.finish('stop');
+    else if (this.tokens.length >= this.maxTokens) this.finish('length');
+    return out;
+  }
+
+  /**
+   * Ends generation (if it has not ended) and returns the text still held back: an incomplete
+   * character or a partial stop string that never completed. It is part of `text`.
+   */
+  finish(reason: FinishReason): string {
+    if (this.reason !== undefined) return '';
+    this.reason = reason;
+    if (reason === 'stop') return '';
+    const rest = this.stops.push(this.detok.flush());
+    const tail = rest.emit + (rest.stopped ? '' : this.stops.flush());
+    if (rest.stopped) this.reason = 'stop';
+    this.text += tail;
+    return tail;
+  }
+
+  /** The final result (call after `done`). */
+  result(prefillSeconds: number, decodeSeconds: number): GenerateResult {
+    return {
+      tokens: this.tokens,
+      text: this.text,
+      ...(this.k > 0 ? { logprobs: this.steps } : {}),
+      finishReason: this.reason ?? 'length',
+      promptTokens: this.promptIds.length,
+      timings: {
+        prefillSeconds,
+        decodeSeconds,
+        prefillTokensPerSecond: this.promptIds.length / Math.max(prefillSeconds, 1e-9),
+        decodeTokensPerSecond: Math.max(this.tokens.length - 1, 0) / Math.max(decodeSeconds, 1e-9),
+      },
+    };
+  }
+}
+
+/** Whether every logit is finite. */
+export function allFinite(logits: Float32Array): boolean {
+  for (let i = 0; i < logits.length; i++) if (!Number.isFinite(logits[i]!)) return false;
+  return true;
+}
+
 /** Streams tokens for `promptIds` from a fresh or continuing session; returns the final result. */
 export async function* generateTokens(
   session: LlamaSession,
@@ -81,16 +201,11 @@ export async function* generateTokens(
   const action = opts.onNonFinite ?? 'error';
   if (!['error', 'warn', 'upcast'].includes(action)) fail('usage', `onNonFinite must be error, warn or upcast, got '${String(action)}'`);
   const warn = guard?.warn ?? ((m: string) => process.stderr.write(`halfpipe: warning: ${m}\n`));
+  const gen = new Generation(tokenizer, promptIds, opts);
+  const history = [...promptIds];
   /** Checks a step's logits; returns usable ones (or throws), switching sessions on upcast. */
   const checked = (logits: Float32Array, ids: readonly number[]): Float32Array => {
-    let finite = true;
-    for (let i = 0; i < logits.length; i++) {
-      if (!Number.isFinite(logits[i]!)) {
-        finite = false;
-        break;
-      }
-    }
-    if (finite) return logits;
+    if (allFinite(logits)) return logits;
     const where = guard ? guard.diagnose(ids) : 'non-finite logits';
     if (action === 'error' || !guard) fail('numerics', `${where} (try --policy safe-f16 or f32, or --on-nonfinite upcast)`);
     if (action === 'upcast') {
@@ -104,76 +219,25 @@ export async function* generateTokens(
     if (!masked.some((v) => v > -Infinity)) fail('numerics', `${where}: no finite logit left`);
     return masked;
   };
-  const maxTokens = opts.maxTokens ?? 128;
-  if (!Number.isInteger(maxTokens) || maxTokens < 0) fail('usage', `max tokens must be an integer >= 0, got ${maxTokens}`);
-  if (promptIds.length === 0) fail('usage', 'the prompt is empty: give at least one token');
-  const k = opts.logprobs ?? 0;
-  if (!Number.isInteger(k) || k < 0) fail('usage', `logprobs must be an integer >= 0, got ${k}`);
-  const sampler = new Sampler(opts);
-  const endIds = new Set([...tokenizer.eosIds, ...(opts.stopTokenIds ?? [])]);
-  // The prompt is context, so the first token keeps a leading space its piece carries.
-  const detok = new StreamingDetokenizer((ids) => tokenizer.decode(ids, { skipSpecial: true }), promptIds);
-  const stops = new StopMatcher(opts.stop ?? []);
-  const history = [...promptIds];
-  const generated: number[] = [];
-  const steps: TokenLogprob[][] = [];
-  let text = '';
-  let finishReason: FinishReason = 'length';
 
   const t0 = performance.now();
-  let logits = checked(session.forward(promptIds), promptIds);
+  // With nothing to generate, nothing reads the prompt's logits.
+  let logits = gen.done ? undefined : checked(session.forward(promptIds), promptIds);
   const t1 = performance.now();
-
-  for (let step = 0; step < maxTokens; step++) {
+  while (!gen.done) {
     if (opts.signal?.aborted) {
-      finishReason = 'cancelled';
+      gen.finish('cancelled');
       break;
     }
-    const id = sampler.sample(logits, history);
-    const out: GeneratedToken = { id, text: '' };
-    if (k > 0) {
-      out.logprob = logprobOf(logits, id);
-      out.topLogprobs = topLogprobs(logits, k).map((t) => ({ ...t, token: tokenizer.tokenText(t.id) }));
-      steps.push(out.topLogprobs);
-    }
-    if (endIds.has(id)) {
-      finishReason = 'eos';
-      break;
-    }
-    history.push(id);
-    generated.push(id);
-    const { emit, stopped } = stops.push(detok.push(id));
-    out.text = emit;
-    text += emit;
+    const out = gen.next(logits!);
+    if (!out) break;
+    history.push(out.id);
     yield out;
-    if (stopped) {
-      finishReason = 'stop';
-      break;
-    }
     // The last token needs no forward pass: nothing would read its logits.
-    if (step + 1 < maxTokens) logits = checked(session.forward([id]), history);
+    if (!gen.done) logits = checked(session.forward([out.id]), history);
     // Let other work (a server's sockets, a CLI's output) run between tokens.
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
-  if (finishReason !== 'stop') {
-    const rest = stops.push(detok.flush());
-    text += rest.emit + (rest.stopped ? '' : stops.flush());
-    if (rest.stopped) finishReason = 'stop';
-  }
   const t2 = performance.now();
-  const prefillSeconds = (t1 - t0) / 1000;
-  const decodeSeconds = (t2 - t1) / 1000;
-  return {
-    tokens: generated,
-    text,
-    ...(k > 0 ? { logprobs: steps } : {}),
-    finishReason,
-    promptTokens: promptIds.length,
-    timings: {
-      prefillSeconds,
-      decodeSeconds,
-      prefillTokensPerSecond: promptIds.length / Math.max(prefillSeconds, 1e-9),
-      decodeTokensPerSecond: Math.max(generated.length - 1, 0) / Math.max(decodeSeconds, 1e-9),
-    },
-  };
+  return gen.result((t1 - t0) / 1000, (t2 - t1) / 1000);
 }
