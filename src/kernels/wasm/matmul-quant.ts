@@ -11,8 +11,9 @@
  * converts the integer lanes to f32 exactly and multiplies-adds them with x in f32, applying the
  * block (sub-block) scales to the partial sums (and the K-quant constant parts to sums of x).
  * Every token takes the same arithmetic (batch invariance: a token's output does not depend on the
- * other tokens of the call or on how rows are split over threads); for Q8_0 with tokens > 1 each
- * 4-row group is converted to f32 once per call and reused by every token (same sums, bit for bit).
+ * other tokens of the call or on how rows are split over threads); for Q8_0 (Q4_K) with tokens > 1
+ * each 4-row group (row) is converted to f32 once per call (per tile of 8 tokens) and reused by every
+ * token (same sums, bit for bit).
  *
  * Accuracy against the float64 reference (`linear` / dotQuantRow): the quants and (sub-)block scales
  * are exact in f32 (d*sc and dmin*m are products of at most 11 x 8 bits; the 2^-24 / 2^-28 factors
@@ -259,7 +260,8 @@ export function matmulQuant(out: Float32Array, x: Float32Array, tokens: number, 
   const threads = threadCount();
   // per-thread scratch: Q4_K's scaled x, sums of x, masks and block scales (4.125 cols + 144 bytes),
   // or Q8_0's converted 4-row group when tokens > 1 (16 cols bytes)
-  const rowStride = (w.type === 'Q8_0' ? cols * 16 : cols * 5) + 256;
+  // or Q4_K's masks, scales, a converted row and a tile of 8 tokens' prepared x (37.125 cols + 144)
+  const rowStride = (w.type === 'Q8_0' ? cols * 16 : w.type === 'Q4_K' ? cols * 38 : cols * 5) + 256;
   const xPtr = ensure(xBuf, nx * 4);
   const outPtr = ensure(outBuf, nout * 4);
   const rowPtr = ensure(rowBuf, rowStride * threads);

@@ -23,8 +23,9 @@
 //
 // Every token takes the same arithmetic over a row, so an output's rounding does not depend on how
 // many tokens share a call or how rows are split over threads (batch invariance, tested bit for bit).
-// Q8_0 with tokens > 1 converts each 4-row group once into per-thread f32 scratch (the same exact
-// lanes) and runs every token over it with the same multiplies and adds in the same order.
+// Q8_0 (Q4_K) with tokens > 1 converts each 4-row group (row) once into per-thread f32 scratch (the
+// same exact lanes) and runs every token (of a tile of 8) over it with the same multiplies and adds
+// in the same order.
 // Rows are independent: the JS glue splits [0, rows) (Q8_0: [0, row groups)) over the worker pool; slot picks the
 // per-thread scratch (Q4_K: scaled x, sums of x per 32, masks, the block's f32 scales; Q6_K: 64 bytes).
 //
@@ -310,20 +311,89 @@ function rowQ4_K(p: usize, nb: i32, xp: usize, xs: usize, mk: usize, sm: usize):
   return hsum(f32x4.sub(acc0, accM));
 }
 
+/** dotU32 with the lanes already converted (qf: 8 f32x4, from convertRowQ4_K): same products, same sums. */
+// @ts-ignore: decorator
+@inline function dotF32(qf: usize, xp: usize): v128 {
+  const a = f32x4.add(f32x4.mul(v128.load(qf), v128.load(xp)), f32x4.mul(v128.load(qf, 16), v128.load(xp, 16)));
+  const b = f32x4.add(f32x4.mul(v128.load(qf, 32), v128.load(xp, 32)), f32x4.mul(v128.load(qf, 48), v128.load(xp, 48)));
+  const c = f32x4.add(f32x4.mul(v128.load(qf, 64), v128.load(xp, 64)), f32x4.mul(v128.load(qf, 80), v128.load(xp, 80)));
+  const d = f32x4.add(f32x4.mul(v128.load(qf, 96), v128.load(xp, 96)), f32x4.mul(v128.load(qf, 112), v128.load(xp, 112)));
+  return f32x4.add(f32x4.add(a, b), f32x4.add(c, d));
+}
+
+/** A row's nibbles converted once to the f32 lanes dotU32 would convert (cols * 4 bytes at qf). */
+function convertRowQ4_K(p: usize, nb: i32, qf: usize, mk: usize): void {
+  for (let b = 0; b < nb; b++, p += 152) {
+    for (let j: usize = 0; j < 8; j++, qf += 128) {
+      const v = v128.load(p + 24 + (j << 4));
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk))));
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 16))), 16);
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 32))), 32);
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 48))), 48);
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 64))), 64);
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 80))), 80);
+      v128.store(qf, f32x4.convert_i32x4_s(v128.and(v, v128.load(mk, 96))), 96);
+      v128.store(qf, f32x4.convert_i32x4_s(i32x4.shr_u(v, 28)), 112);
+    }
+  }
+}
+
+/** rowQ4_K over converted lanes (qf): the same arithmetic in the same order, bit for bit. */
+function rowQ4_KF(p: usize, qf: usize, nb: i32, xp: usize, xs: usize, sm: usize): f32 {
+  let acc0 = f32x4.splat(0);
+  let accM = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, p += 152, xp += 1024, xs += 32, qf += 1024) {
+    const d = v128.load32_splat(p);
+    const dmin = v128.load32_splat(p, 4);
+    const scm = i16x8.extend_low_i8x16_u(v128.load(p, 8));
+    const mm = i16x8.extend_high_i8x16_u(v128.load(p, 8));
+    const cLo = f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(mm)));
+    const cHi = f32x4.mul(dmin, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(mm)));
+    accM = f32x4.add(accM, f32x4.add(f32x4.mul(cLo, v128.load(xs)), f32x4.mul(cHi, v128.load(xs, 16))));
+    v128.store(sm, f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(scm))));
+    v128.store(sm, f32x4.mul(d, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(scm))), 16);
+    for (let j: usize = 0; j < 8; j++) {
+      acc0 = f32x4.add(acc0, f32x4.mul(v128.load32_splat(sm + (j << 2)), dotF32(qf + (j << 7), xp + (j << 7))));
+    }
+  }
+  return hsum(f32x4.sub(acc0, accM));
+}
+
+/** Tokens per tile of the Q4_K prefill form (their prepared x shares the per-thread scratch). */
+const Q4K_TILE = 8;
+
 export function matmul_q4_k(w: usize, cols: i32, x: usize, tokens: i32, out: usize, rows: i32, scratch: usize, scratchStride: i32, r0: i32, r1: i32, slot: i32): void {
   const nb = cols >> 8;
   const rowBytes = <usize>nb * 152;
-  // per-thread scratch: scaled x (cols floats), sums per 32 (cols / 32 floats), 7 masks, 32 bytes of scales
-  const xsc = scratch + <usize>slot * <usize>scratchStride;
-  const xs = xsc + (<usize>cols << 2);
-  const mk = xs + (<usize>cols >> 3);
+  // per-thread scratch: 7 masks, 32 bytes of block scales, a converted row (tokens > 1), then per
+  // token of a tile its scaled x (cols floats) and sums per 32 (cols / 32 floats)
+  const mk = scratch + <usize>slot * <usize>scratchStride;
   const sm = mk + 112;
+  const qf = mk + 144;
+  const tx = qf + (<usize>cols << 2);
+  const xsOff = <usize>cols << 2;
+  const xBytes = xsOff + (<usize>cols >> 3);
   const xStride = <usize>cols << 2;
-  for (let t = 0; t < tokens; t++) {
-    const xt = x + <usize>t * xStride;
-    const ot = out + ((<usize>t * <usize>rows) << 2);
-    prepNibbleX(xt, cols, xs, xsc, mk);
-    for (let r = r0; r < r1; r++) store<f32>(ot + (<usize>r << 2), rowQ4_K(w + <usize>r * rowBytes, nb, xsc, xs, mk, sm));
+  if (tokens == 1) {
+    prepNibbleX(x, cols, tx + xsOff, tx, mk);
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), rowQ4_K(w + <usize>r * rowBytes, nb, tx, tx + xsOff, mk, sm));
+    return;
+  }
+  // Several tokens: per tile, prepare each token's x, then convert each row once for the tile.
+  for (let t0 = 0; t0 < tokens; t0 += Q4K_TILE) {
+    const tn = min(Q4K_TILE, tokens - t0);
+    for (let i = 0; i < tn; i++) {
+      const xi = tx + <usize>i * xBytes;
+      prepNibbleX(x + <usize>(t0 + i) * xStride, cols, xi + xsOff, xi, mk);
+    }
+    for (let r = r0; r < r1; r++) {
+      const p = w + <usize>r * rowBytes;
+      convertRowQ4_K(p, nb, qf, mk);
+      for (let i = 0; i < tn; i++) {
+        const xi = tx + <usize>i * xBytes;
+        store<f32>(out + ((<usize>(t0 + i) * <usize>rows + <usize>r) << 2), rowQ4_KF(p, qf, nb, xi, xi + xsOff, sm));
+      }
+    }
   }
 }
 
