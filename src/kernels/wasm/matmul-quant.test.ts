@@ -169,7 +169,7 @@ describe('matmulQuant against linear (f64 reference)', () => {
 });
 
 describe('matmulQuant batch and split invariance', () => {
-  test('every type: 1 thread, 2 threads and one call per token agree bit for bit (rows not a multiple of 4)', async () => {
+  test('every type: 1 thread, 2 threads and one call per token agree bit for bit (rows not a multiple of 4, tokens past one tile of 8)', async () => {
     await poolReady();
     const before = threadCount();
     setMinChunkWork(64);
@@ -177,7 +177,7 @@ describe('matmulQuant batch and split invariance', () => {
       for (const type of PACKED_QUANT_TYPES) {
         const rows = 67;
         const cols = 768;
-        const tokens = 3;
+        const tokens = 11;
         const w = randomQuantMatrix(type, rows, cols, 21);
         const x = randomX(tokens * cols, 22);
         const packed = packQuantMatrix(w);
