@@ -92,7 +92,7 @@ export class TextModel {
   async *generate(prompt: Prompt, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
     const session = this.model.newSession();
     try {
-      return yield* generateTokens(session, this.tokenizer, this.promptIds(prompt), opts, this.guard());
+      return yield* generateTokens(session, this.tokenizer, this.promptIds(prompt), opts, this.numericsGuard());
     } finally {
       session.dispose();
     }
@@ -104,8 +104,8 @@ export class TextModel {
     return new LlamaModel(m.config, m.weights, { policy: m.policy, kvCache: m.kvCache, prefillChunk: m.prefillChunk, kernels: m.kernels, ...opts });
   }
 
-  /** How generation explains and recovers from non-finite logits. */
-  private guard(): NumericsGuard {
+  /** How generation explains and recovers from non-finite logits (text only; see LlavaModel.imageGuard). */
+  numericsGuard(): NumericsGuard {
     return {
       diagnose: (ids) => {
         const monitor = new NumericsMonitor({});

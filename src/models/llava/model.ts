@@ -245,7 +245,7 @@ export class LlavaModel extends TextModel {
   }
 
   /** Non-finite handling with the images in place (TextModel's guard re-runs text only). */
-  private imageGuard(prepared: PreparedPrompt): NumericsGuard {
+  imageGuard(prepared: PreparedPrompt): NumericsGuard {
     return {
       diagnose: (ids) => {
         const monitor = new NumericsMonitor({});
