@@ -28,6 +28,18 @@ export interface GenerateOptions extends SamplingOptions {
    * redoes the step, and the rest of the generation, with the f32 policy and says so
    */
   onNonFinite?: NonFiniteAction;
+  /** restricts which tokens may come next (e.g. JSON mode: jsonObjectConstraint); EOS only when it says complete */
+  constraint?: TokenConstraint;
+}
+
+/** Restricts sampling to tokens that keep the output a prefix of a valid document (see json-constraint.ts). */
+export interface TokenConstraint {
+  /** sets to -Infinity (in place) the logits of every token that may not come next; EOS ids are allowed exactly when the document is complete */
+  mask(logits: Float32Array): void;
+  /** advances past the sampled token */
+  accept(id: number): void;
+  /** whether the output so far is a complete document */
+  readonly complete: boolean;
 }
 
 export type NonFiniteAction = 'error' | 'warn' | 'upcast';
@@ -92,6 +104,9 @@ export class Generation {
   private readonly detok: StreamingDetokenizer;
   private readonly stops: StopMatcher;
   private readonly history: number[];
+  private readonly constraint: TokenConstraint | undefined;
+  /** the constrained copy of the logits */
+  private masked = new Float32Array(0);
   private reason: FinishReason | undefined;
 
   constructor(tokenizer: Tokenizer, promptIds: readonly number[], opts: GenerateOptions = {}) {
@@ -110,6 +125,7 @@ export class Generation {
     this.detok = new StreamingDetokenizer((ids) => tokenizer.decode(ids, { skipSpecial: true }), promptIds);
     this.stops = new StopMatcher(opts.stop ?? []);
     this.history = [...promptIds];
+    this.constraint = opts.constraint;
     if (maxTokens === 0) this.finish('length');
   }
 
@@ -130,7 +146,15 @@ export class Generation {
    */
   next(logits: Float32Array): GeneratedToken | undefined {
     if (this.reason !== undefined) fail('usage', `generation already finished (${this.reason})`);
-    const id = this.sampler.sample(logits, this.history);
+    // A constraint masks a copy: logprobs stay the model's own.
+    let allowed = logits;
+    if (this.constraint) {
+      if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
+      this.masked.set(logits);
+      this.constraint.mask(this.masked);
+      allowed = this.masked;
+    }
+    const id = this.sampler.sample(allowed, this.history);
     const out: GeneratedToken = { id, text: '' };
     if (this.k > 0) {
       out.logprob = logprobOf(logits, id);
@@ -141,6 +165,7 @@ export class Generation {
       this.finish('eos');
       return undefined;
     }
+    this.constraint?.accept(id);
     this.history.push(id);
     this.tokens.push(id);
     const { emit, stopped } = this.stops.push(this.detok.push(id));
