@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { HalfpipeError } from '../core/errors.js';
 import { ropeReportCommand } from './rope-report.js';
+import { serveCommand } from './serve.js';
 import { chatCommand, generateCommand, infoCommand, tinyCommand } from './text.js';
 import { traceCommand } from './trace.js';
 
@@ -117,6 +118,18 @@ export function buildProgram(): Command {
     .option('--json <file>', 'write the trace as JSON (schema: src/monitor/schema.ts)')
     .option('--html <file>', 'write a self-contained HTML report')
     .action((opts) => traceCommand(opts));
+
+  modelOptions(program.command('serve').description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)'))
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0 = any free port)', nonNegativeInt, 8080)
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* requests')
+    .option('--model-id <id>', 'the model id clients name (default: the model directory or file name)')
+    .option('--max-concurrency <n>', 'requests generating at once', positiveInt, 8)
+    .option('--max-queue <n>', 'requests waiting at most (429 beyond)', nonNegativeInt, 64)
+    .option('--no-batching', 'one forward per running request instead of one batched decode pass')
+    .option('--allow-remote-images', 'fetch http(s) image URLs (default: only data: URIs)')
+    .option('--quiet', 'no log line per request')
+    .action((opts) => serveCommand(opts));
 
   modelOptions(program.command('info').description('architecture, parameters, dtypes, context, rope and tokenizer of a model'))
     .option('--json', 'print one JSON object')
