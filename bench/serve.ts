@@ -25,7 +25,7 @@
  *   --clients L      comma-separated concurrent client counts (default 1,4,16)
  *   --batching L     comma-separated of on,off (default on,off)
  *   --max-tokens N   max_tokens of every request (default 64)
- *   --requests R     requests per client per configuration (default 4)
+ *   --requests R     requests per client per configuration (default auto: max(2, round(24 / clients)))
  *   --threads N      kernel threads (default: all cores)
  *   --dtype T        f32 or f16 weights (default f16)
  *   --transport T    http (default) or engine
@@ -39,6 +39,7 @@ import { poolReady, setThreads } from '../src/kernels/wasm/pool.js';
 import { loadModel, type TextModel } from '../src/models/load.js';
 import { writeTinyModel } from '../src/models/tiny.js';
 import { Engine } from '../src/server/engine.js';
+import { startServer } from '../src/server/http.js';
 import { percentile, type StreamTiming, streamChat } from './sse-client.js';
 
 const { values } = parseArgs({
@@ -46,7 +47,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '1,4,16' },
     batching: { type: 'string', default: 'on,off' },
     'max-tokens': { type: 'string', default: '64' },
-    requests: { type: 'string', default: '4' },
+    requests: { type: 'string', default: 'auto' },
     threads: { type: 'string', default: String(availableParallelism()) },
     dtype: { type: 'string', default: 'f16' },
     transport: { type: 'string', default: 'http' },
@@ -58,11 +59,12 @@ const BATCHING = values.batching!.split(',').map((s) => {
   return s === 'on';
 });
 const MAX_TOKENS = Number(values['max-tokens']);
-const REQUESTS = Number(values.requests);
+// 'auto': about 24 requests per configuration (at least 2 per client), ~10-30 s each on 2 cores.
+const requestsPerClient = (clients: number): number => (values.requests === 'auto' ? Math.max(2, Math.round(24 / clients)) : Number(values.requests));
 const THREADS = Number(values.threads);
 const DTYPE = values.dtype as 'f32' | 'f16';
 const TRANSPORT = values.transport as 'http' | 'engine';
-for (const n of [...CLIENTS, MAX_TOKENS, REQUESTS, THREADS]) if (!Number.isInteger(n) || n < 1) throw new Error('bench:serve: counts must be positive integers');
+for (const n of [...CLIENTS, MAX_TOKENS, requestsPerClient(1), THREADS]) if (!Number.isInteger(n) || n < 1) throw new Error('bench:serve: counts must be positive integers');
 if (DTYPE !== 'f32' && DTYPE !== 'f16') throw new Error(`bench:serve: --dtype takes f32 or f16, got '${String(DTYPE)}'`);
 if (TRANSPORT !== 'http' && TRANSPORT !== 'engine') throw new Error(`bench:serve: --transport takes http or engine, got '${String(TRANSPORT)}'`);
 const SEED = 1234;
@@ -100,16 +102,7 @@ interface Target {
   close(): Promise<void>;
 }
 
-/** The HTTP server's contract (src/server/http.ts), loaded at run time. */
-interface RunningServer {
-  url: string;
-  close(): Promise<void>;
-}
-type StartServer = (opts: { model: TextModel; modelId?: string; port?: number; maxConcurrency?: number; maxQueue?: number; batching?: boolean }) => Promise<RunningServer>;
-
 async function httpTarget(model: TextModel, batching: boolean): Promise<Target> {
-  const httpModule = '../src/server/http.js';
-  const { startServer } = (await import(httpModule)) as { startServer: StartServer };
   const server = await startServer({ model, modelId: 'bench', port: 0, maxConcurrency: MAX_CONCURRENCY, maxQueue: 1024, batching });
   const send: Send = (prompt) =>
     streamChat(server.url, { model: 'bench', messages: [{ role: 'user', content: prompt }], max_tokens: MAX_TOKENS, temperature: 0, seed: SEED });
@@ -149,13 +142,14 @@ interface Row {
   decodePerClient: number;
 }
 
-/** `clients` loops, each sending REQUESTS requests back to back; client i starts at prompt i. */
+/** `clients` loops, each sending its requests back to back; client c starts at prompt c. */
 async function runConfig(send: Send, clients: number, batching: boolean): Promise<Row> {
   const samples: Sample[] = [];
+  const requests = requestsPerClient(clients);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
-      for (let r = 0; r < REQUESTS; r++) samples.push(await send(PROMPTS[(c + r) % PROMPTS.length]!));
+      for (let r = 0; r < requests; r++) samples.push(await send(PROMPTS[(c + r) % PROMPTS.length]!));
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
@@ -185,7 +179,7 @@ const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
 console.log(
   `bench:serve (${TRANSPORT === 'http' ? 'HTTP, streaming chat completions' : 'Engine driven directly, no HTTP'}) — tiny llama ${params}M params ` +
     `(${SHAPE.num_hidden_layers} layers, dim ${SHAPE.hidden_size}, MLP ${SHAPE.intermediate_size}, heads ${SHAPE.num_attention_heads}/${SHAPE.num_key_value_heads} KV, vocab ${model.config.vocabSize}, ${DTYPE} GGUF), ` +
-    `${THREADS} kernel thread(s) of ${availableParallelism()} on ${cpu}; max_tokens ${MAX_TOKENS}, ${REQUESTS} request(s) per client, ` +
+    `${THREADS} kernel thread(s) of ${availableParallelism()} on ${cpu}; max_tokens ${MAX_TOKENS}, ${values.requests === 'auto' ? 'max(2, 24/clients)' : values.requests} request(s) per client, ` +
     `prompts of ${promptLengths.join('/')} tokens, temperature 0, seed ${SEED}, maxConcurrency ${MAX_CONCURRENCY}`,
 );
 console.log('');

@@ -37,6 +37,8 @@ export class SseParser {
 
   /** The stream ended: an event without its closing blank line is dropped, as the spec says. */
   end(): void {
+    // A held-back '\r' was a line end after all.
+    if (this.buffer.endsWith('\r')) this.line(this.buffer.slice(0, -1));
     this.buffer = '';
     this.data = [];
   }
