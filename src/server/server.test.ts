@@ -391,6 +391,19 @@ test('errors: each a 4xx with an OpenAI error body, and the server keeps serving
     // Unsupported: n > 1, json_schema.
     await expectApiError(() => chat({ n: 2 }), 400, 'invalid_request_error');
     await expectApiError(() => chat({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } }), 400, 'invalid_request_error');
+    // Limits and ranges: max_tokens over the cap, more than 4 stops, top_logprobs > 20, completions logprobs > 5, a prompt of the wrong type.
+    await expectApiError(() => chat({ max_tokens: 100_000 }), 400, 'invalid_request_error');
+    await expectApiError(() => chat({ stop: ['a', 'b', 'c', 'd', 'e'] }), 400, 'invalid_request_error');
+    await expectApiError(() => chat({ logprobs: true, top_logprobs: 21 }), 400, 'invalid_request_error');
+    await expectApiError(() => client.completions.create({ model: M, prompt: 'hi', max_tokens: 2, logprobs: 6 }), 400, 'invalid_request_error');
+    await expectApiError(() => client.completions.create({ model: M, prompt: 42 as never, max_tokens: 2 }), 400, 'invalid_request_error');
+    // Unknown route and wrong method.
+    const route = await fetch(`${server.url}/v1/nothing-here`);
+    assert.equal(route.status, 404);
+    assertErrorBody(await route.json(), 'invalid_request_error');
+    const method = await fetch(`${server.url}/v1/chat/completions`, { method: 'GET' });
+    assert.equal(method.status, 405);
+    assertErrorBody(await method.json(), 'invalid_request_error');
     await assertServing(client, M);
   });
 });
@@ -426,6 +439,19 @@ test('numerics: image-overflow LLaVA under naive-f16: an image request gets 500 
       'numerics_error',
     );
     assert.match(String(err.error && (err.error as { message: string }).message), /down.*\(layer 2\)/);
+    // Streaming: the client sees the same error (a 500 before the stream starts, or an error event in it).
+    await assert.rejects(
+      async () => {
+        const stream = await client.chat.completions.create({
+          model: 'stress',
+          messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: pngDataUri(56, 0).uri } }, { type: 'text', text: 'What does the keeper see?' }] }],
+          max_tokens: 3,
+          stream: true,
+        });
+        for await (const _ of stream);
+      },
+      (e: unknown) => e instanceof APIError && /down.*\(layer 2\)/.test(e.message),
+    );
     const ok = await client.chat.completions.create({ model: 'stress', messages: userChat('The keeper lit the lamp.'), max_tokens: 3 });
     assert.equal(typeof ok.choices[0]!.message.content, 'string');
     assert.ok(ok.usage!.completion_tokens >= 1);
@@ -456,7 +482,7 @@ test('queue full: maxConcurrency 1, maxQueue 1: extra concurrent requests get 42
     const outcomes = await Promise.all(
       Array.from({ length: 5 }, async () => {
         try {
-          await client.completions.create({ model: MODEL, prompt: 'The long night', max_tokens: 40, temperature: 0 });
+          await client.completions.create({ model: MODEL, prompt: 'The long night', max_tokens: 120, temperature: 0 });
           return 'ok';
         } catch (err) {
           assert.ok(err instanceof APIError, String(err));
