@@ -122,7 +122,7 @@ export function buildProgram(): Command {
   modelOptions(program.command('serve').description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)'))
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0 = any free port)', nonNegativeInt, 8080)
-    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* requests')
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* requests (default: $HALFPIPE_API_KEY, if set)')
     .option('--model-id <id>', 'the model id clients name (default: the model directory or file name)')
     .option('--max-concurrency <n>', 'requests generating at once', positiveInt, 8)
     .option('--max-queue <n>', 'requests waiting at most (429 beyond)', nonNegativeInt, 64)

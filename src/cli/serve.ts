@@ -16,6 +16,8 @@ export interface ServeFlags extends ModelFlags {
 }
 
 export async function serveCommand(flags: ServeFlags): Promise<void> {
+  // The key can come from the environment, out of sight of `ps`.
+  const apiKey = flags.apiKey ?? (process.env['HALFPIPE_API_KEY'] || undefined);
   const { model } = await openModel(flags);
   const server = await startServer({
     model,
@@ -25,7 +27,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     maxQueue: flags.maxQueue,
     batching: flags.batching,
     allowRemoteImages: flags.allowRemoteImages ?? false,
-    ...(flags.apiKey !== undefined ? { apiKey: flags.apiKey } : {}),
+    ...(apiKey !== undefined ? { apiKey } : {}),
     ...(flags.modelId !== undefined ? { modelId: flags.modelId } : {}),
     ...(flags.quiet ? {} : { log: (line: string) => process.stderr.write(`halfpipe: ${line}\n`) }),
   });
