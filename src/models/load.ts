@@ -7,8 +7,7 @@ import type { DType } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 import { Tensor } from '../core/tensor.js';
 import { type HfCheckpoint, openHfCheckpoint } from '../formats/checkpoint.js';
-import { dequantize } from '../formats/gguf/quants.js';
-import { type GgufFile, type GgufTensorInfo, readGguf, readTensorInto } from '../formats/gguf/reader.js';
+import { type GgufFile, type GgufTensorInfo, readGguf } from '../formats/gguf/reader.js';
 import { snapshotDownload, type HubOptions } from '../formats/hub.js';
 import { loadTensor } from '../formats/safetensors.js';
 import { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken, type NumericsGuard } from '../generate/generate.js';
@@ -17,11 +16,11 @@ import { type ChatMessage, chatTemplateFrom, renderChat } from '../text/chat.js'
 import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../text/gguf-tokenizer.js';
 import { loadHfTokenizer, type Tokenizer } from '../text/tokenizer.js';
 import { llamaConfigFromHf, type LlamaConfig } from './llama/config.js';
-import { llamaConfigFromGguf } from './llama/gguf.js';
+import { ggufMatrix, llamaConfigFromGguf, llamaWeightsFromGguf } from './llama/gguf.js';
 import { LlamaModel, type LlamaModelOptions, type LlamaSession } from './llama/model.js';
-import type { LlamaLayerWeights, LlamaWeights, Matrix, QuantizedMatrix, QuantType } from './llama/weights.js';
+import type { LlamaLayerWeights, LlamaWeights, Matrix, QuantizedMatrix } from './llama/weights.js';
 import { PackStaging } from '../kernels/wasm/packed.js';
-import { type KernelChoice, packForKernels, QUANT_TYPES } from '../ops/linear.js';
+import { type KernelChoice, packForKernels } from '../ops/linear.js';
 import { defaultPolicy, parsePolicy, type PrecisionPolicy } from '../precision/policy.js';
 
 export interface LoadOptions extends Pick<LlamaModelOptions, 'kvCache' | 'prefillChunk' | 'probe'> {
@@ -337,73 +336,18 @@ function loadHf(dir: string, opts: LoadOptions): TextModel {
   return assemble('hf', dir, { ...config, tiedEmbeddings: hfTied(ckpt, config, 'lm_head.weight') }, weights, tokenizer, template, opts);
 }
 
-/** A GGUF tensor with ne = [in, out] as an (out, in) matrix, its bytes read into `staging` or storage of its own. */
-function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, staging: PackStaging | undefined): Tensor | QuantizedMatrix {
-  const count = info.dims.reduce((a, b) => a * b, 1);
-  if (count !== rows * cols || info.dims[0] !== cols) {
-    fail('shape', `GGUF tensor ${info.name} has ne [${info.dims.join(', ')}], expected [${cols}, ${rows}]`);
-  }
-  const bytes = staging ? staging.bytes(info.byteLength) : new Uint8Array(info.byteLength);
-  readTensorInto(file, info, bytes);
-  switch (info.type) {
-    case 'F32':
-      return new Tensor('f32', new Float32Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
-    case 'F16':
-      return new Tensor('f16', new Uint16Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
-    case 'BF16':
-      return new Tensor('bf16', new Uint16Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
-    default:
-      if (!(QUANT_TYPES as readonly string[]).includes(info.type)) fail('dtype', `GGUF tensor ${info.name} has unsupported type ${info.type}`);
-      return { kind: 'quantized', type: info.type as QuantType, rows, cols, rowBytes: bytes.length / rows, data: bytes };
-  }
-}
-
-/** A 1-D GGUF tensor of any type as a Float32Array (norm weights). */
-function ggufVector(file: GgufFile, info: GgufTensorInfo): Float32Array {
-  const n = info.dims.reduce((a, b) => a * b, 1);
-  const m = ggufMatrix(file, info, 1, n, undefined);
-  if (m instanceof Tensor) return Float32Array.from(m.toFloat64Array());
-  const out = new Float32Array(n);
-  dequantize(m.type, m.data, n, out);
-  return out;
-}
-
 /**
- * All weights of a GGUF llama (`token_embd` / `blk.N.*` / `output*` tensors, as
- * llama/gguf.ts llamaWeightsFromGguf reads them), each matrix made final by `finisher` as it is
- * read (see MatrixFinisher). Missing tensors are reported by name.
+ * All weights of a GGUF llama, each matrix made final by `finisher` as it is read (see
+ * MatrixFinisher): read into the staging region and packed at once.
  */
 export function ggufLlamaWeights(file: GgufFile, config: LlamaConfig, finisher: MatrixFinisher): LlamaWeights {
-  const byName = new Map(file.tensors.map((t) => [t.name, t]));
-  const get = (name: string): GgufTensorInfo => byName.get(name) ?? fail('config', `GGUF file is missing tensor ${name}`);
-  const { dim, nHeads, nKvHeads, headDim, hiddenDim, vocabSize } = config;
-  const read = (name: string, rows: number, cols: number) => (staging: PackStaging | undefined) => ggufMatrix(file, get(name), rows, cols, staging);
-  const matrix = (name: string, rows: number, cols: number) => finisher.matrix(read(name, rows, cols));
-  const vector = (name: string) => ggufVector(file, get(name));
-  const layers: LlamaLayerWeights[] = [];
-  for (let l = 0; l < config.nLayers; l++) {
-    const p = `blk.${l}.`;
-    layers.push({
-      attnNorm: vector(`${p}attn_norm.weight`),
-      wq: matrix(`${p}attn_q.weight`, nHeads * headDim, dim),
-      wk: matrix(`${p}attn_k.weight`, nKvHeads * headDim, dim),
-      wv: matrix(`${p}attn_v.weight`, nKvHeads * headDim, dim),
-      wo: matrix(`${p}attn_output.weight`, dim, nHeads * headDim),
-      mlpNorm: vector(`${p}ffn_norm.weight`),
-      wGate: matrix(`${p}ffn_gate.weight`, hiddenDim, dim),
-      wUp: matrix(`${p}ffn_up.weight`, hiddenDim, dim),
-      wDown: matrix(`${p}ffn_down.weight`, dim, hiddenDim),
-    });
-  }
-  const tokenEmbedding = finisher.loaded(read('token_embd.weight', vocabSize, dim));
-  // A tied output packed for the kernels is read a second time, into the staging region.
-  const tiedOutput = () => (finisher.kernels === 'reference' ? tokenEmbedding : matrix('token_embd.weight', vocabSize, dim));
-  return {
-    tokenEmbedding,
-    layers,
-    finalNorm: vector('output_norm.weight'),
-    output: config.tiedEmbeddings ? tiedOutput() : matrix('output.weight', vocabSize, dim),
-  };
+  const read = (info: GgufTensorInfo, rows: number, cols: number) => (staging: PackStaging | undefined) => ggufMatrix(file, info, rows, cols, staging?.bytes(info.byteLength));
+  return llamaWeightsFromGguf(file, config, {
+    matrix: (info, rows, cols) => finisher.matrix(read(info, rows, cols)),
+    embedding: (info, rows, cols) => finisher.loaded(read(info, rows, cols)),
+    // A tied output packed for the kernels is read a second time, into the staging region.
+    tiedOutput: (embedding, info, rows, cols) => (finisher.kernels === 'reference' ? embedding : finisher.matrix(read(info, rows, cols))),
+  });
 }
 
 function loadGguf(path: string, opts: LoadOptions): TextModel {

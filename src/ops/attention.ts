@@ -15,7 +15,7 @@
  * Precision: q is f32, K and V are f32 or f16 (decoded exactly). Dot products, softmax and the
  * weighted sum of V all accumulate in float64 (JS numbers); each output is rounded once to f32.
  */
-import { type DType, f16BitsToNumber, roundTo } from '../core/dtype.js';
+import { type DType, DTYPES, f16BitsToNumber, roundTo } from '../core/dtype.js';
 import { fail } from '../core/errors.js';
 
 /**
@@ -57,10 +57,12 @@ export interface AttentionParams {
   record?: { scores: Float32Array; probs: Float32Array };
 }
 
-export function attention(p: AttentionParams): void {
+/**
+ * Checks every argument (shapes, positions, overlap, dtypes) before anything is read; returns the
+ * largest position. The WASM kernel runs the same checks.
+ */
+export function checkAttention(p: AttentionParams): number {
   const { out, q, keys, values, positions, length, nHeads, nKvHeads, headDim, window, record } = p;
-  const scoresDtype = p.scoresDtype ?? 'f32';
-  const probsDtype = p.probsDtype ?? 'f32';
   const tokens = positions.length;
   if (![nHeads, nKvHeads, headDim].every((n) => Number.isInteger(n) && n > 0) || nHeads % nKvHeads !== 0) {
     fail('shape', `attention: invalid heads ${nHeads}/${nKvHeads} or headDim ${headDim}`);
@@ -81,10 +83,23 @@ export function attention(p: AttentionParams): void {
     if (kv.headStride < length * headDim || kv.data.length < (nKvHeads - 1) * kv.headStride + length * headDim) {
       fail('shape', `attention: ${name} hold fewer than ${length} positions of ${nKvHeads} x ${headDim}`);
     }
+    if (kv.dtype !== 'f32' && kv.dtype !== 'f16') fail('dtype', `attention: ${name} dtype ${String(kv.dtype)} is not f32 or f16`);
+  }
+  for (const d of [p.scoresDtype, p.probsDtype]) {
+    if (d !== undefined && !DTYPES.includes(d)) fail('dtype', `attention: unknown dtype ${String(d)}`);
   }
   if (record && (record.scores.length < tokens * nHeads * length || record.probs.length < tokens * nHeads * length)) {
     fail('shape', `attention: record needs ${tokens} x ${nHeads} x ${length} values`);
   }
+  return maxPos;
+}
+
+export function attention(p: AttentionParams): void {
+  const { out, q, keys, values, positions, length, nHeads, nKvHeads, headDim, window, record } = p;
+  const scoresDtype = p.scoresDtype ?? 'f32';
+  const probsDtype = p.probsDtype ?? 'f32';
+  const tokens = positions.length;
+  const maxPos = checkAttention(p);
   let scratch = p.scratch;
   if (scratch === undefined || scratch.length < maxPos + 1 + headDim) scratch = new Float64Array(maxPos + 1 + headDim);
   const scores = scratch;

@@ -19,44 +19,12 @@
  * the reference (copying a whole cache into the heap on every call would cost more than it saves).
  * q, positions and out are copied through heap scratch unless q / out already are heap views.
  */
-import { DTYPES, type DType } from '../../core/dtype.js';
-import { fail } from '../../core/errors.js';
-import { attention, type AttentionParams } from '../../ops/attention.js';
+import type { DType } from '../../core/dtype.js';
+import { attention, type AttentionParams, checkAttention } from '../../ops/attention.js';
 import { wasmHeap } from './heap.js';
 import { runRows, threadCount } from './pool.js';
 
 const TYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
-
-/** Same checks and messages as the reference; returns the largest position. */
-function validate(p: AttentionParams): number {
-  const { out, q, keys, values, positions, length, nHeads, nKvHeads, headDim, window } = p;
-  const tokens = positions.length;
-  if (![nHeads, nKvHeads, headDim].every((n) => Number.isInteger(n) && n > 0) || nHeads % nKvHeads !== 0) {
-    fail('shape', `attention: invalid heads ${nHeads}/${nKvHeads} or headDim ${headDim}`);
-  }
-  const width = nHeads * headDim;
-  if (q.length < tokens * width || out.length < tokens * width) fail('shape', `attention: q and out need ${tokens} x ${width} values, have ${q.length} and ${out.length}`);
-  if (out.buffer === q.buffer && out.byteOffset < q.byteOffset + q.byteLength && q.byteOffset < out.byteOffset + out.byteLength) {
-    fail('layout', 'attention: out overlaps q');
-  }
-  if (window !== undefined && (!Number.isInteger(window) || window < 1)) fail('shape', `attention: window must be a positive integer, got ${window}`);
-  let maxPos = 0;
-  for (let t = 0; t < tokens; t++) {
-    const pos = positions[t]!;
-    if (pos < 0 || pos >= length) fail('shape', `attention: position ${pos} of token ${t} is outside the ${length} cached positions`);
-    maxPos = Math.max(maxPos, pos);
-  }
-  for (const [name, kv] of [['keys', keys], ['values', values]] as const) {
-    if (kv.headStride < length * headDim || kv.data.length < (nKvHeads - 1) * kv.headStride + length * headDim) {
-      fail('shape', `attention: ${name} hold fewer than ${length} positions of ${nKvHeads} x ${headDim}`);
-    }
-    if (kv.dtype !== 'f32' && kv.dtype !== 'f16') fail('dtype', `attention: ${name} dtype ${String(kv.dtype)} is not f32 or f16`);
-  }
-  for (const d of [p.scoresDtype, p.probsDtype]) {
-    if (d !== undefined && !DTYPES.includes(d)) fail('dtype', `attention: unknown dtype ${String(d)}`);
-  }
-  return maxPos;
-}
 
 /** One heap block reused by every call (kernels are synchronous), grown by doubling. */
 let scratchPtr = 0;
@@ -84,7 +52,7 @@ export function attentionWasm(p: AttentionParams): void {
     attention(p);
     return;
   }
-  const maxPos = validate(p);
+  const maxPos = checkAttention(p);
   const heap = wasmHeap();
   const { out, q, keys, values, positions, nHeads, nKvHeads, headDim } = p;
   const kPtr = heap.ptrOf(keys.data);

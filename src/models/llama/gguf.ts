@@ -10,10 +10,10 @@
 import { fail } from '../../core/errors.js';
 import { Tensor } from '../../core/tensor.js';
 import { dequantize as dequantizeInto } from '../../formats/gguf/quants.js';
-import { type GgufFile, type GgufTensorInfo, readTensorBytes } from '../../formats/gguf/reader.js';
+import { type GgufFile, type GgufTensorInfo, readTensorInto } from '../../formats/gguf/reader.js';
 import { ropeScaling, type RopeFrequencies, type RopeScaling } from '../../ops/rope/scaling.js';
 import type { LlamaConfig } from './config.js';
-import type { LlamaLayerWeights, LlamaWeights, QuantizedMatrix } from './weights.js';
+import type { LlamaLayerWeights, LlamaWeights, Matrix, QuantizedMatrix } from './weights.js';
 
 const QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 type QuantType = (typeof QUANT_TYPES)[number];
@@ -73,7 +73,7 @@ export function llamaConfigFromGguf(file: GgufFile): LlamaConfig {
   }
   let rope = ropeScaling({ headDim, rotaryDim, base, maxPositionEmbeddings: contextLength, scaling });
   const freqs = file.tensors.find((t) => t.name === 'rope_freqs.weight');
-  if (freqs) rope = withFreqFactors(rope, tensorF32(file, freqs));
+  if (freqs) rope = withFreqFactors(rope, ggufVector(file, freqs));
   const eos = meta(file, 'tokenizer.ggml.eos_token_id');
   const eot = meta(file, 'tokenizer.ggml.eot_token_id');
   const bos = meta(file, 'tokenizer.ggml.bos_token_id');
@@ -96,22 +96,26 @@ export function llamaConfigFromGguf(file: GgufFile): LlamaConfig {
   };
 }
 
-/** A 1-D tensor of any float type as Float32Array (norm weights). */
-function tensorF32(file: GgufFile, info: GgufTensorInfo): Float32Array {
-  const m = matrixFrom(file, info, 1, info.dims.reduce((a, b) => a * b, 1));
+/** A 1-D tensor of any float or quantized type as Float32Array (norm weights). */
+export function ggufVector(file: GgufFile, info: GgufTensorInfo): Float32Array {
+  const m = ggufMatrix(file, info, 1, info.dims.reduce((a, b) => a * b, 1));
   if (m instanceof Tensor) return Float32Array.from(m.toFloat64Array());
   const out = new Float32Array(m.cols);
   dequantizeInto(m.type, m.data, m.cols, out);
   return out;
 }
 
-/** A GGUF tensor with ne = [in, out] as an (out, in) Matrix, its bytes read straight into place. */
-function matrixFrom(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number): Tensor | QuantizedMatrix {
+/**
+ * A GGUF tensor with ne = [in, out] as an (out, in) Matrix, its bytes read straight into `into`
+ * (at least info.byteLength bytes, e.g. a staging region in the wasm heap) or a buffer of its own.
+ */
+export function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, into?: Uint8Array): Tensor | QuantizedMatrix {
   const count = info.dims.reduce((a, b) => a * b, 1);
   if (count !== rows * cols || info.dims[0] !== cols) {
     fail('shape', `GGUF tensor ${info.name} has ne [${info.dims.join(', ')}], expected [${cols}, ${rows}]`);
   }
-  const bytes = readTensorBytes(file, info);
+  const bytes = into ? into.subarray(0, info.byteLength) : new Uint8Array(info.byteLength);
+  readTensorInto(file, info, bytes);
   switch (info.type) {
     case 'F32':
       return new Tensor('f32', new Float32Array(bytes.buffer, bytes.byteOffset, count), [rows, cols]);
@@ -125,13 +129,30 @@ function matrixFrom(file: GgufFile, info: GgufTensorInfo, rows: number, cols: nu
   }
 }
 
-/** All weights of a GGUF llama. Missing tensors are reported by name. */
-export function llamaWeightsFromGguf(file: GgufFile, config: LlamaConfig): LlamaWeights {
+/**
+ * How the weight matrices are read. By default each into a buffer of its own; loadModel reads
+ * each into a staging region and packs it for the kernels at once.
+ */
+export interface GgufMatrixReader {
+  matrix(info: GgufTensorInfo, rows: number, cols: number): Matrix;
+  /** the token embedding, kept as loaded for the lookup */
+  embedding(info: GgufTensorInfo, rows: number, cols: number): Matrix;
+  /** the output projection of a model whose output is tied to `embedding` */
+  tiedOutput(embedding: Matrix, info: GgufTensorInfo, rows: number, cols: number): Matrix;
+}
+
+/** All weights of a GGUF llama (`token_embd` / `blk.N.*` / `output*` tensors). Missing tensors are reported by name. */
+export function llamaWeightsFromGguf(file: GgufFile, config: LlamaConfig, reader?: GgufMatrixReader): LlamaWeights {
+  const read: GgufMatrixReader = reader ?? {
+    matrix: (info, rows, cols) => ggufMatrix(file, info, rows, cols),
+    embedding: (info, rows, cols) => ggufMatrix(file, info, rows, cols),
+    tiedOutput: (embedding) => embedding,
+  };
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
   const get = (name: string): GgufTensorInfo => byName.get(name) ?? fail('config', `GGUF file is missing tensor ${name}`);
   const { dim, nHeads, nKvHeads, headDim, hiddenDim, vocabSize } = config;
-  const matrix = (name: string, rows: number, cols: number) => matrixFrom(file, get(name), rows, cols);
-  const vector = (name: string) => tensorF32(file, get(name));
+  const matrix = (name: string, rows: number, cols: number) => read.matrix(get(name), rows, cols);
+  const vector = (name: string) => ggufVector(file, get(name));
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
     const p = `blk.${l}.`;
@@ -147,11 +168,11 @@ export function llamaWeightsFromGguf(file: GgufFile, config: LlamaConfig): Llama
       wDown: matrix(`${p}ffn_down.weight`, dim, hiddenDim),
     });
   }
-  const tokenEmbedding = matrix('token_embd.weight', vocabSize, dim);
+  const tokenEmbedding = read.embedding(get('token_embd.weight'), vocabSize, dim);
   return {
     tokenEmbedding,
     layers,
     finalNorm: vector('output_norm.weight'),
-    output: config.tiedEmbeddings ? tokenEmbedding : matrix('output.weight', vocabSize, dim),
+    output: config.tiedEmbeddings ? read.tiedOutput(tokenEmbedding, get('token_embd.weight'), vocabSize, dim) : matrix('output.weight', vocabSize, dim),
   };
 }
