@@ -1,3 +1,10 @@
+/**
+ * JSON mode tests. Independent references: a plain recursive-descent reader over the decoded text
+ * (complete / prefix / invalid), JSON.parse, and brute force (each token's bytes fed through a copy
+ * of the automaton) for the allowed sets. Vocabularies: a fake byte-level one with JSON-shaped and
+ * partial-UTF-8 pieces, and the project's tiny SentencePiece and byte-level BPE tokenizers loaded
+ * through loadModel from GGUF and HF files.
+ */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -63,6 +70,7 @@ function smallPieces(): Uint8Array[] {
     '{"', '":', '",', '"}', '}}', ']}', '}]', '[{', '[]', '{}', '":"', '": "', '", "', ' {', '\n ', '  ', '    ', '\n\n\n\n\n',
     'true', 'false', 'null', 'tr', 'ue', 'nu', '1e', '-0', '0.', '.5', 'E+', 'e-', '12', '00', '01', '\\u', '\\n', '\\"', '00e9',
     'name', ' name', 'a', 'ab', '"a', 'a"', '"}}', '1}', '0]', ',"', 'é', '€', '😀', 'x\u0001', '\t', '\r\n', '},{', '], [',
+    '],{', '},[', '}],[{', ']],{"', '"}],"', // pop into the current stack and push a different container
   ];
   const pieces = texts.map(utf8);
   for (let b = 0; b < 256; b++) pieces.push(Uint8Array.of(b));
@@ -387,6 +395,25 @@ test('reference: each step, the allowed set equals the brute-force set (small by
     fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), (seed) => checkAgainstBruteForce(fake, fakeBytes, seed, 80)),
     { numRuns: 40, includeErrorInReport: true },
   );
+});
+
+test('reference: fixed nested states (pops then pushes within one token) match brute force', () => {
+  const single = (b: number): number => fakeBytes.findIndex((x) => x !== null && x.length === 1 && x[0] === b);
+  for (const prefix of ['{"a":[[1', '{"a":[{"b":[1', '{"a":{"b":[[]', '{"a":[[{}', '{"a":[1,{"b":[[2]', '{"a":"x', '{"a":[{"b":{}}']) {
+    const constraint = jsonObjectConstraint(fake);
+    const shadow = new JsonMachine();
+    for (const b of utf8(prefix)) {
+      constraint.accept(single(b));
+      assert.ok(shadow.step(b));
+    }
+    const logits = new Float32Array(fake.vocabSize);
+    constraint.mask(logits);
+    for (let id = 0; id < fake.vocabSize; id++) {
+      const b = fakeBytes[id];
+      const want = b !== null && b !== undefined && shadow.clone().feed(b);
+      assert.equal(Number.isFinite(logits[id]!), want, `${prefix} + ${JSON.stringify(fake.tokenText(id))}`);
+    }
+  }
 });
 
 test('accept rejects a token that cannot come next', () => {
