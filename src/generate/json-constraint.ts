@@ -127,7 +127,11 @@ export class JsonMachine {
 
   /** A key identifying the state, for the mask cache. */
   stateKey(): string {
-    let k = `${this.mode},${this.aux},${this.ws},${this.key},`;
+    // Fields a mode does not read are left out, so that equal states share a cache entry.
+    const m = this.mode;
+    const usesAux = m === HEX || m === UTF8_FIRST || m === UTF8_CONT || m === LITERAL;
+    const inString = m >= STR && m <= UTF8_CONT;
+    let k = `${m},${usesAux ? this.aux : 0},${m <= AFTER ? this.ws : 0},${inString ? this.key : 0},`;
     for (let i = 0; i < this.depth; i++) k += this.stack[i] === OBJECT ? 'o' : 'a';
     return k;
   }
