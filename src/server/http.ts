@@ -17,7 +17,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fail, HalfpipeError } from '../core/errors.js';
-import type { GeneratedToken, TokenConstraint } from '../generate/generate.js';
+import type { GeneratedToken } from '../generate/generate.js';
+import { jsonObjectConstraint } from '../generate/json-constraint.js';
 import type { LlamaSession } from '../models/llama/model.js';
 import { LlavaModel } from '../models/llava/model.js';
 import type { TextModel } from '../models/load.js';
@@ -206,7 +207,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       tokens.push(t);
       if (parsed.stream && !abort.signal.aborted) streamToken(t);
     };
-    const constraint = parsed.jsonMode ? await jsonConstraint(model) : undefined;
+    const constraint = parsed.jsonMode ? jsonObjectConstraint(model.tokenizer) : undefined;
     const options = { ...parsed.options, logprobs: engineLogprobs(top), ...(constraint ? { constraint } : {}) };
     let result: EngineResult;
     try {
@@ -383,15 +384,3 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   return { url: `http://${shownHost}:${bound}`, port: bound, engine, close };
 }
 
-/** The JSON-mode constraint (src/generate/json-constraint.ts), loaded when first asked for. */
-async function jsonConstraint(model: TextModel): Promise<TokenConstraint> {
-  const specifier = '../generate/json-constraint.js';
-  let mod: { jsonObjectConstraint?: (tokenizer: TextModel['tokenizer']) => TokenConstraint };
-  try {
-    mod = (await import(specifier)) as typeof mod;
-  } catch {
-    throw new ApiError(400, "response_format 'json_object' is not available in this build", 'response_format');
-  }
-  if (!mod.jsonObjectConstraint) throw new ApiError(400, "response_format 'json_object' is not available in this build", 'response_format');
-  return mod.jsonObjectConstraint(model.tokenizer);
-}
