@@ -34,16 +34,10 @@
 import { fail } from '../core/errors.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import type { Tokenizer } from '../text/tokenizer.js';
+import type { TokenConstraint } from './generate.js';
 
-/** Restricts sampling to tokens that keep the output a prefix of a valid document. */
-export interface TokenConstraint {
-  /** sets to -Infinity (in place) the logits of every token that may not come next; EOS ids are allowed exactly when the document is complete */
-  mask(logits: Float32Array): void;
-  /** advances past the sampled token */
-  accept(id: number): void;
-  /** whether the output so far is a complete document */
-  readonly complete: boolean;
-}
+export type { TokenConstraint } from './generate.js';
+
 
 export const DEFAULT_MAX_DEPTH = 32;
 /** Longest run of whitespace bytes allowed outside strings (models otherwise loop on newlines). */
