@@ -5,7 +5,8 @@
  * For each batching setting one server is started in-process (startServer, src/server/http.ts)
  * with maxConcurrency = the largest client count, so every client's sequence runs at once and the
  * two settings differ only in the decode step: one decodeBatch pass for all running sequences, or
- * one forward each. Each client is a raw `fetch` of POST /v1/chat/completions with stream: true
+ * one forward each. Both servers run side by side; each client count is measured on one, then at
+ * once on the other. Each client is a raw `fetch` of POST /v1/chat/completions with stream: true
  * whose SSE stream is parsed by hand (sse-client.ts); it sends `--requests` requests back to back,
  * cycling through fixed prompts of mixed length, temperature 0, a fixed seed, max_tokens fixed.
  *
@@ -190,19 +191,25 @@ console.log('');
 console.log('| clients | batching | requests | tokens | total tok/s | p50 TTFT ms | p99 TTFT ms | mean decode tok/s per client |');
 console.log('|---:|:---|---:|---:|---:|---:|---:|---:|');
 const rows: Row[] = [];
+// Both servers run side by side (the idle one costs nothing) and each client count runs batched
+// then unbatched back to back, so a change in the machine's load skews the pair less.
+const targets = new Map<boolean, Target>();
 for (const batching of BATCHING) {
   const target = TRANSPORT === 'http' ? await httpTarget(model, batching) : engineTarget(model, batching);
   // Warm-up: JIT, worker threads and the first allocations, outside the measurements.
   await target.send(PROMPTS[0]!);
-  for (const clients of CLIENTS) {
-    const row = await runConfig(target.send, clients, batching);
+  targets.set(batching, target);
+}
+for (const clients of CLIENTS) {
+  for (const batching of BATCHING) {
+    const row = await runConfig(targets.get(batching)!.send, clients, batching);
     rows.push(row);
     console.log(
       `| ${row.clients} | ${batching ? 'on' : 'off'} | ${row.requests} | ${row.tokens} | ${row.totalTokPerS.toFixed(1)} | ${row.p50.toFixed(0)} | ${row.p99.toFixed(0)} | ${row.decodePerClient.toFixed(1)} |`,
     );
   }
-  await target.close();
 }
+for (const target of targets.values()) await target.close();
 if (BATCHING.includes(true) && BATCHING.includes(false)) {
   console.log('');
   console.log('batched / unbatched total throughput:');
