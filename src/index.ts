@@ -45,11 +45,12 @@ export { ropeAccuracyReport, pairErrorUlps, type RopeMethod, type RopeAccuracyRo
 // ---- text generation -------------------------------------------------------------------------
 export { loadModel, TextModel, type LoadOptions, type ModelInfo, type Prompt } from './models/load.js';
 export { writeTinyModel, type TinyOptions, TINY_QUANTS } from './models/tiny.js';
-export { LlamaModel, LlamaSession, type LlamaModelOptions, type LlamaProbe, LLAMA_PROBE_NAMES } from './models/llama/model.js';
+export { LlamaModel, LlamaSession, decodeBatch, type LlamaModelOptions, type LlamaProbe, LLAMA_PROBE_NAMES } from './models/llama/model.js';
 export { llamaConfigFromHf, type LlamaConfig } from './models/llama/config.js';
 export { llamaConfigFromGguf, llamaWeightsFromGguf } from './models/llama/gguf.js';
 export type { LlamaWeights, Matrix, QuantizedMatrix } from './models/llama/weights.js';
-export { generateTokens, type GenerateOptions, type GenerateResult, type GeneratedToken, type FinishReason } from './generate/generate.js';
+export { generateTokens, Generation, type GenerateOptions, type GenerateResult, type GeneratedToken, type FinishReason, type TokenConstraint } from './generate/generate.js';
+export { jsonObjectConstraint } from './generate/json-constraint.js';
 export { Sampler, type SamplingOptions, topLogprobs, logprobOf } from './generate/sampler.js';
 export type { Tokenizer } from './text/tokenizer.js';
 export { loadHfTokenizer } from './text/tokenizer.js';
@@ -92,3 +93,7 @@ export { ClipVisionModel, LlavaProjector } from './models/clip/model.js';
 export { decodeImage, type RgbImage } from './vision/image.js';
 export { preprocess, imageProcessorFromConfig, anyresPatches } from './vision/preprocess.js';
 export { resizeBicubic } from './vision/resample.js';
+
+// ---- serving ---------------------------------------------------------------------------------
+export { startServer, type ServeOptions, type RunningServer } from './server/http.js';
+export { Engine, type EngineOptions, type EngineRequest, type EngineResult, QueueFullError, ShuttingDownError } from './server/engine.js';

@@ -43,7 +43,7 @@ function modelOptions(cmd: Command): Command {
     .addOption(new Option('--kv-cache <dtype>', 'KV cache dtype').choices(['f32', 'f16']))
     .option('--policy <policy>', "precision policy: f32, naive-f16, safe-f16 or bf16, then optional ,pattern=dtype overrides and ,clamp (default: safe-f16 for f16 weights, else f32)")
     .option('--offline', 'never use the network (HF cache only)')
-    .addOption(new Option('--kernels <kind>', 'matrix kernels: wasm (SIMD on worker threads) or reference (plain TypeScript)').choices(['wasm', 'reference']).default('wasm'))
+    .addOption(new Option('--kernels <kind>', 'kernels: wasm (SIMD on worker threads) or reference (plain TypeScript)').choices(['wasm', 'reference']).default('wasm'))
     .option('--threads <n>', 'worker threads for the wasm kernels (default: the cores available)', positiveInt)
     .option('--mmproj <path>', "the mmproj GGUF of a LLaVA text GGUF (default: an mmproj*.gguf beside it; 'none' loads the text model alone)");
 }
