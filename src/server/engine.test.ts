@@ -77,6 +77,21 @@ test('a full queue refuses at once; bad requests throw before queueing', async (
   assert.ok(full.tokens.length <= 2);
 });
 
+test('image prompts read in the same passes as text requests give what they give alone', async () => {
+  const llava = (await loadModel(writeTinyModel({ arch: 'llava', format: 'hf', out: join(dir, 'llava'), seed: 2 }).path)) as import('../models/llava/model.js').LlavaModel;
+  const image = (shade: number) => ({ width: 12, height: 10, data: new Uint8Array(12 * 10 * 3).map((_, i) => (i * shade) % 251) });
+  const requests = [0, 1, 2, 3].map((i): EngineRequest => {
+    const prepared = llava.prepare(i % 2 === 0 ? `<image> Describe ${i}` : `Just text ${i}`, i % 2 === 0 ? [image(i + 3)] : []);
+    return { promptIds: prepared.ids, session: () => llava.session(prepared), options: { maxTokens: 5, temperature: 1, seed: i, logprobs: 1 } };
+  });
+  const alone = new Engine(llava, { batching: false, maxConcurrency: 1 });
+  const want = [];
+  for (const r of requests) want.push(summary(await alone.submit(r)));
+  const batched = new Engine(llava, { maxConcurrency: 4 });
+  assert.deepEqual((await Promise.all(requests.map((r) => batched.submit(r)))).map(summary), want);
+  assert.ok(batched.stats.decodePasses < batched.stats.decodeRows);
+});
+
 test('a non-finite step fails its own request with the op named; the others go on', async () => {
   const stress = await loadModel(writeTinyModel({ arch: 'llava', format: 'hf', out: join(dir, 'stress'), seed: 0, stress: 'image-overflow' }).path, { policy: 'naive-f16' });
   const llava = stress as import('../models/llava/model.js').LlavaModel;

@@ -5,11 +5,11 @@
  * Every tick of the loop:
  *   1. finishes sequences whose client went away (their KV cache is freed at once);
  *   2. admits queued requests up to `maxConcurrency`;
- *   3. runs one prefill chunk of each sequence still reading its prompt;
- *   4. runs ONE decode step for every sequence that has a token to feed: with batching, one pass
- *      (decodeBatch: each matrix is read once for all of them, each sequence attends to its own
- *      cache at its own positions through the fused RoPE's per-token positions); without, one
- *      forward per sequence.
+ *   3. gathers the next token of every decoding sequence and, oldest request first, chunks of the
+ *      prompts still being read, up to `prefillChunk` prompt tokens in all;
+ *   4. runs them: with batching, as ONE pass (forwardBatch: each matrix is read once for all of
+ *      them, each sequence attends to its own cache at its own positions through the fused RoPE's
+ *      per-token positions); without, one forward per sequence.
  * Every kernel is batch-invariant, so a request's logits, and with the same seed its tokens, do
  * not depend on what else is running. Forwards are synchronous: the loop yields to the event loop
  * (sockets, new requests, disconnects) between ticks.
@@ -20,7 +20,7 @@
 import { performance } from 'node:perf_hooks';
 import { fail, HalfpipeError } from '../core/errors.js';
 import { allFinite, type GeneratedToken, type GenerateOptions, type GenerateResult, Generation, type NumericsGuard } from '../generate/generate.js';
-import { decodeBatch, type LlamaSession } from '../models/llama/model.js';
+import { forwardBatch, type LlamaSession } from '../models/llama/model.js';
 import type { TextModel } from '../models/load.js';
 
 export interface EngineOptions {
@@ -181,39 +181,44 @@ export class Engine {
       }
       this.running.push(seq);
     }
-    // 3. One prefill chunk per sequence still reading its prompt.
-    const chunk = this.model.model.prefillChunk;
-    for (const seq of [...this.running]) {
-      if (seq.pending !== undefined) continue;
+    // 3. The pass: every decoding sequence's next token, then prompt chunks, oldest request first,
+    // up to prefillChunk prompt tokens in all (so a long prompt never stalls the others' decoding).
+    const entries: Array<{ seq: Sequence; tokens: number[] }> = [];
+    for (const seq of this.running) if (seq.pending !== undefined) entries.push({ seq, tokens: [seq.pending] });
+    const decodeRows = entries.length;
+    let budget = this.model.model.prefillChunk;
+    for (const seq of this.running) {
+      if (seq.pending !== undefined || budget === 0) continue;
       const ids = seq.gen.promptIds;
-      const m = Math.min(chunk, ids.length - seq.prefilled);
-      const run = () => seq.session!.forward(ids.slice(seq.prefilled, seq.prefilled + m));
-      const logits = this.guarded(seq, run);
-      this.stats.prefillChunks++;
-      if (!logits) continue;
-      seq.prefilled += m;
-      if (seq.prefilled === ids.length) this.sample(seq, logits);
+      const m = Math.min(budget, ids.length - seq.prefilled);
+      entries.push({ seq, tokens: ids.slice(seq.prefilled, seq.prefilled + m) });
+      budget -= m;
     }
-    // 4. One decode step for every sequence with a token to feed.
-    const decoding = this.running.filter((s) => s.pending !== undefined);
-    if (decoding.length === 0) return;
-    this.stats.decodePasses += this.batching ? 1 : decoding.length;
-    this.stats.decodeRows += decoding.length;
+    if (entries.length === 0) return;
+    if (decodeRows > 0) {
+      this.stats.decodePasses += this.batching ? 1 : decodeRows;
+      this.stats.decodeRows += decodeRows;
+    }
+    this.stats.prefillChunks += entries.length - decodeRows;
+    // 4. Run it: one batched pass, or one forward per sequence.
     let batch: Float32Array[] | undefined;
-    if (this.batching && decoding.length > 1) {
+    if (this.batching && entries.length > 1) {
       try {
-        batch = decodeBatch(decoding.map((s) => s.session!), decoding.map((s) => s.pending!));
+        batch = forwardBatch(entries.map(({ seq, tokens }) => ({ session: seq.session!, tokens })));
       } catch (err) {
         // A pass that fails as a whole (it should not) fails every sequence in it, not the server.
-        for (const seq of decoding) this.fail(seq, err);
+        for (const { seq } of entries) this.fail(seq, err);
         return;
       }
     }
-    decoding.forEach((seq, i) => {
-      const logits = batch ? batch[i]! : this.guarded(seq, () => seq.session!.forward([seq.pending!]));
-      if (!logits) return;
-      if (batch && !this.finite(seq, logits)) return;
-      this.sample(seq, logits);
+    entries.forEach(({ seq, tokens }, i) => {
+      const logits = batch ? batch[i]! : this.guarded(seq, () => seq.session!.forward(tokens));
+      if (!logits || (batch && !this.finite(seq, logits))) return;
+      if (seq.pending !== undefined) this.sample(seq, logits);
+      else {
+        seq.prefilled += tokens.length;
+        if (seq.prefilled === seq.gen.promptIds.length) this.sample(seq, logits);
+      }
     });
   }
 

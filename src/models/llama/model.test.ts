@@ -22,7 +22,7 @@ import { dequantizeToF32, quantize } from '../../formats/gguf/quants.js';
 import type { RopeFrequencies } from '../../ops/rope/scaling.js';
 import { type LlamaConfig, llamaConfigFromHf } from './config.js';
 import { packForKernels, type Matrix } from '../../ops/linear.js';
-import { decodeBatch, LLAMA_PROBE_NAMES, LlamaModel, type LlamaModelOptions } from './model.js';
+import { decodeBatch, forwardBatch, LLAMA_PROBE_NAMES, LlamaModel, type LlamaModelOptions } from './model.js';
 import type { LlamaWeights, QuantizedMatrix } from './weights.js';
 import { uniform as xorshift } from '../../testing/helpers.js';
 
@@ -387,6 +387,30 @@ test('decodeBatch: one pass over several sequences equals each one decoding alon
 });
 
 const usage = (pattern: RegExp) => (e: unknown) => e instanceof HalfpipeError && e.code === 'usage' && pattern.test(e.message) && !e.message.includes('\n');
+
+test('forwardBatch: prompt chunks and decode tokens of several sequences in one pass equal each sequence alone, bit for bit', () => {
+  for (const kernels of ['reference', 'wasm'] as const) {
+    for (const k of CASES) {
+      const { config, ref, tokens } = setup(k);
+      const f32 = modelWeights(config, ref, 'f32');
+      const model = new LlamaModel(config, kernels === 'wasm' ? packedWeights(f32) : f32, { kernels });
+      // Rounds of (sequence, tokens appended): a prompt read in chunks beside others decoding.
+      const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => tokens[(from + i) % tokens.length]!);
+      const rounds = [
+        [[0, ids(0, 4)], [1, ids(2, 3)]],
+        [[0, ids(4, 5)], [1, ids(3, 9)], [2, ids(1, 3)]],
+        [[2, ids(3, 4)], [0, ids(5, 7)], [1, ids(9, 10)]],
+      ] as const;
+      const batched = [0, 1, 2].map(() => model.newSession());
+      const alone = [0, 1, 2].map(() => model.newSession());
+      rounds.forEach((round, r) => {
+        const together = forwardBatch(round.map(([i, ids]) => ({ session: batched[i]!, tokens: ids })));
+        round.forEach(([i, ids], j) => assert.deepEqual(together[j], alone[i]!.forward(ids), `${kernels} ${k.name}: round ${r}, sequence ${i}`));
+      });
+      for (const s of [...batched, ...alone]) s.dispose();
+    }
+  }
+});
 
 test('decodeBatch errors are one-line usage errors before anything runs', () => {
   const { config, ref } = setup(CASES[0]!);

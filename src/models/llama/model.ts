@@ -28,7 +28,7 @@ import { Tensor } from '../../core/tensor.js';
 import { KvCache, type KvCacheDType } from '../../generate/kv-cache.js';
 import { wasmAllocator } from '../../kernels/wasm/allocator.js';
 import { embeddingRow } from '../../ops/embedding.js';
-import { type KernelChoice, linear } from '../../ops/linear.js';
+import { type KernelChoice, linear, type Matrix } from '../../ops/linear.js';
 import { type VectorKernels, vectorKernels } from '../../ops/kernels.js';
 import { Rope } from '../../ops/rope/rope.js';
 import { checkLlamaConfig, type LlamaConfig } from './config.js';
@@ -379,6 +379,28 @@ function head(model: LlamaModel, s: RunState, first: number, rows: number, out: 
   emit(model, 'logits', -1, out.subarray(0, rows * vocabSize), [rows, vocabSize], firstToken);
 }
 
+function checkSpans(spans: ReadonlyArray<{ at: number; data: Float32Array }>, n: number, dim: number): void {
+  for (const { at, data } of spans) {
+    const rows = data.length / dim;
+    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(at) || at < 0 || at + rows > n) {
+      fail('shape', `input embeddings of ${data.length} values at token ${at} do not fit ${n} tokens of width ${dim}`);
+    }
+  }
+}
+
+/**
+ * Writes the input rows of tokens[from, from + m) into x from row `row`: the token embeddings, or
+ * the given input embeddings where a span (relative to tokens[0]) covers the token.
+ */
+function embedRows(x: Float32Array, row: number, table: Matrix, tokens: readonly number[], from: number, m: number, spans: ReadonlyArray<{ at: number; data: Float32Array }>, dim: number): void {
+  for (let i = 0; i < m; i++) {
+    const t = from + i;
+    const span = spans.find(({ at, data }) => t >= at && t < at + data.length / dim);
+    if (span) x.set(span.data.subarray((t - span.at) * dim, (t - span.at + 1) * dim), (row + i) * dim);
+    else embeddingRow(x, table, tokens[t]!, (row + i) * dim);
+  }
+}
+
 function checkTokens(tokens: readonly number[], vocabSize: number): void {
   for (let i = 0; i < tokens.length; i++) {
     const id = tokens[i]!;
@@ -415,6 +437,16 @@ export class LlamaSession {
   }
 
   /**
+   * Input embeddings that replace the token embeddings at positions [start, end), as spans relative
+   * to start: none here; a LlavaSession places its image features.
+   */
+  inputEmbeddings(start: number, end: number): Array<{ at: number; data: Float32Array }> {
+    void start;
+    void end;
+    return [];
+  }
+
+  /**
    * Appends `tokens` to the sequence and returns the logits of the last one (vocab), or of every
    * one (tokens x vocab, row-major) with allLogits. Validates everything before running anything.
    */
@@ -424,13 +456,8 @@ export class LlamaSession {
     if (n === 0) fail('usage', 'forward needs at least one token');
     checkTokens(tokens, vocabSize);
     this.cache.checkFits(n);
-    const spans = opts.embeddings ?? [];
-    for (const { at, data } of spans) {
-      const rows = data.length / dim;
-      if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(at) || at < 0 || at + rows > n) {
-        fail('shape', `input embeddings of ${data.length} values at token ${at} do not fit ${n} tokens of width ${dim}`);
-      }
-    }
+    const spans = [...(opts.embeddings ?? []), ...this.inputEmbeddings(this.cache.length, this.cache.length + n)];
+    checkSpans(spans, n, dim);
 
     const all = opts.allLogits === true;
     const logits = new Float32Array((all ? n : 1) * vocabSize);
@@ -441,13 +468,7 @@ export class LlamaSession {
     const w = this.model.weights;
     for (let from = 0; from < n; from += chunk) {
       const m = Math.min(chunk, n - from);
-      // Token embeddings, or the given input embeddings where a span covers the token.
-      for (let i = 0; i < m; i++) {
-        const t = from + i;
-        const span = spans.find(({ at, data }) => t >= at && t < at + data.length / dim);
-        if (span) s.x.set(span.data.subarray((t - span.at) * dim, (t - span.at + 1) * dim), i * dim);
-        else embeddingRow(s.x, w.tokenEmbedding, tokens[t]!, i * dim);
-      }
+      embedRows(s.x, 0, w.tokenEmbedding, tokens, from, m, spans, dim);
       runLayers(this.model, s, [{ cache: this.cache, rows: m, seqLen }], m);
       // The cache has advanced past this chunk: its row `first` is at this position.
       const firstToken = this.cache.length - m;
@@ -459,28 +480,55 @@ export class LlamaSession {
 }
 
 /**
- * One decode step of several sequences in one pass: sessions[i] appends tokens[i]; returns the
- * logits of each (vocab). Every matrix product runs once over all rows (the weights are read once
- * per step, not once per sequence); attention reads each sequence's own cache. Since every kernel
- * is batch-invariant, each sequence's logits equal, bit for bit, what its own forward([token])
- * gives. With a probe, the sequences run one after another (a probe follows one sequence).
+ * One pass over several sequences: entries[i].session appends entries[i].tokens (a decode token, or
+ * a chunk of a prompt); returns each one's logits for its last token (vocab). Every matrix product
+ * runs once over all rows (the weights are read once per pass, not once per sequence); attention
+ * reads each sequence's own cache at its own positions. Since every kernel is batch-invariant,
+ * each sequence's logits equal, bit for bit, what its own forward(tokens) gives (the tests check
+ * it). Image rows of a LlavaSession go in as they do in its forward. With a probe, the sequences
+ * run one after another (a probe follows one sequence).
  */
+export function forwardBatch(entries: ReadonlyArray<{ session: LlamaSession; tokens: readonly number[] }>): Float32Array[] {
+  if (entries.length === 0) return [];
+  const model = entries[0]!.session.model;
+  const { dim, vocabSize } = model.config;
+  if (new Set(entries.map((e) => e.session)).size !== entries.length) fail('usage', 'forwardBatch: a session appears twice');
+  const spans = entries.map(({ session, tokens }) => {
+    if (session.model !== model) fail('usage', 'forwardBatch: every session must belong to the same model');
+    if (tokens.length === 0) fail('usage', 'forwardBatch: every sequence needs at least one token');
+    checkTokens(tokens, vocabSize);
+    session.cache.checkFits(tokens.length);
+    const own = session.inputEmbeddings(session.length, session.length + tokens.length);
+    checkSpans(own, tokens.length, dim);
+    return own;
+  });
+  if (model.probe || entries.length === 1) return entries.map(({ session, tokens }) => session.forward(tokens));
+
+  const m = entries.reduce((n, e) => n + e.tokens.length, 0);
+  const s = scratch(model, m);
+  let row = 0;
+  entries.forEach(({ tokens }, i) => {
+    embedRows(s.x, row, model.weights.tokenEmbedding, tokens, 0, tokens.length, spans[i]!, dim);
+    row += tokens.length;
+  });
+  runLayers(model, s, entries.map(({ session, tokens }) => ({ cache: session.cache, rows: tokens.length, seqLen: session.length + tokens.length })), m);
+  // The head over each sequence's last row, gathered into one block (proj is free by now).
+  row = 0;
+  entries.forEach(({ tokens }, i) => {
+    row += tokens.length;
+    s.proj.set(s.x.subarray((row - 1) * dim, row * dim), i * dim);
+  });
+  const k = entries.length;
+  const logits = new Float32Array(k * vocabSize);
+  model.ops.rmsNorm(s.xb, s.proj, model.weights.finalNorm, model.config.normEps, k, dim);
+  emit(model, 'final_norm', -1, s.xb.subarray(0, k * dim), [k, dim], 0);
+  linear(logits, s.xb, k, model.weights.output);
+  emit(model, 'logits', -1, logits, [k, vocabSize], 0);
+  return entries.map((_, i) => logits.slice(i * vocabSize, (i + 1) * vocabSize));
+}
+
+/** One decode step of several sequences in one pass: sessions[i] appends tokens[i] (see forwardBatch). */
 export function decodeBatch(sessions: readonly LlamaSession[], tokens: readonly number[]): Float32Array[] {
   if (sessions.length !== tokens.length) fail('usage', `decodeBatch: ${sessions.length} sessions but ${tokens.length} tokens`);
-  if (sessions.length === 0) return [];
-  const model = sessions[0]!.model;
-  if (new Set(sessions).size !== sessions.length) fail('usage', 'decodeBatch: a session appears twice');
-  for (const session of sessions) if (session.model !== model) fail('usage', 'decodeBatch: every session must belong to the same model');
-  checkTokens(tokens, model.config.vocabSize);
-  for (const session of sessions) session.cache.checkFits(1);
-  if (model.probe || sessions.length === 1) return sessions.map((session, i) => session.forward([tokens[i]!]));
-
-  const m = sessions.length;
-  const { dim, vocabSize } = model.config;
-  const s = scratch(model, m);
-  for (let i = 0; i < m; i++) embeddingRow(s.x, model.weights.tokenEmbedding, tokens[i]!, i * dim);
-  runLayers(model, s, sessions.map((session) => ({ cache: session.cache, rows: 1, seqLen: session.length + 1 })), m);
-  const logits = new Float32Array(m * vocabSize);
-  head(model, s, 0, m, logits, 0);
-  return sessions.map((_, i) => logits.slice(i * vocabSize, (i + 1) * vocabSize));
+  return forwardBatch(sessions.map((session, i) => ({ session, tokens: [tokens[i]!] })));
 }

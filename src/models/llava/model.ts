@@ -22,7 +22,7 @@ import { decodeImage, type RgbImage } from '../../vision/image.js';
 import { anyresPatches, type ImageProcessor, preprocess } from '../../vision/preprocess.js';
 import type { PrecisionPolicy } from '../../precision/policy.js';
 import type { ClipModelOptions, ClipVisionModel, LlavaProjector } from '../clip/model.js';
-import { type ForwardOptions, LlamaModel, LlamaSession, type LlamaModelOptions } from '../llama/model.js';
+import { LlamaModel, LlamaSession, type LlamaModelOptions } from '../llama/model.js';
 import { argmax, type ModelInfo, type Prompt, TextModel, tracedGreedy, type TraceOptions, type TraceResult } from '../load.js';
 import type { LlavaConfig } from './config.js';
 import { nextLayout, packNextFeatures } from './next.js';
@@ -86,8 +86,8 @@ export interface PlacedEmbeddings {
 }
 
 /**
- * A LlamaSession that knows where its images are: each forward() call gets, as input embeddings,
- * the rows of every image span that fall inside the tokens it appends.
+ * A LlamaSession that knows where its images are: every pass that appends tokens (forward, or a
+ * batch) takes, as input embeddings, the rows of every image span that fall inside them.
  */
 export class LlavaSession extends LlamaSession {
   private readonly images: PlacedEmbeddings[];
@@ -106,17 +106,16 @@ export class LlavaSession extends LlamaSession {
     this.images.push(...images);
   }
 
-  override forward(tokens: readonly number[], opts: ForwardOptions = {}): Float32Array {
+  /** The rows of every image span inside positions [start, end), as input embeddings relative to start. */
+  override inputEmbeddings(start: number, end: number): Array<{ at: number; data: Float32Array }> {
     const dim = this.model.config.dim;
-    const start = this.length;
-    const end = start + tokens.length;
-    const spans: Array<{ at: number; data: Float32Array }> = [...(opts.embeddings ?? [])];
+    const spans: Array<{ at: number; data: Float32Array }> = [];
     for (const { at, data } of this.images) {
       const lo = Math.max(at, start);
       const hi = Math.min(at + data.length / dim, end);
       if (lo < hi) spans.push({ at: lo - start, data: data.subarray((lo - at) * dim, (hi - at) * dim) });
     }
-    return super.forward(tokens, { ...opts, embeddings: spans });
+    return spans;
   }
 }
 
