@@ -304,12 +304,13 @@ export function hfLlamaWeights(ckpt: HfCheckpoint, config: LlamaConfig, names: {
   return { tokenEmbedding, layers, finalNorm: vector(`${names.model}norm.weight`), output };
 }
 
-function hfTied(ckpt: HfCheckpoint, config: LlamaConfig, head: string): boolean {
+/** Whether the output projection is the token embedding (as hfLlamaWeights decides it). */
+export function hfTied(ckpt: HfCheckpoint, config: LlamaConfig, head: string): boolean {
   return config.tiedEmbeddings || !ckpt.tensors.has(head);
 }
 
 /** Bytes of the largest tensor of a checkpoint once read as `dtype` (its own dtype when undefined). */
-function largestHfTensorBytes(ckpt: HfCheckpoint, dtype: DType | undefined): number {
+export function largestHfTensorBytes(ckpt: HfCheckpoint, dtype: DType | undefined): number {
   let most = 0;
   for (const t of ckpt.tensors.values()) {
     const count = t.shape.reduce((a, b) => a * b, 1);

@@ -21,6 +21,15 @@
  * output is then rounded to the dtype the precision policy stores it in, and reported to the probe.
  * Attention scores and probabilities are float64 scratch (not a stored activation here).
  *
+ * Kernels (`kernels` option; the loader sets it from LoadOptions.kernels, direct construction
+ * defaults to 'reference'): matrix products follow their weights (a PackedMatrix runs the WASM SIMD
+ * matmul, f32 accumulation: see matmul-float.ts); 'wasm' also runs attention on `attentionWasm`
+ * (q . k and the weighted sum of V in f32 lanes, softmax in f64: see src/kernels/wasm/attention.ts
+ * for its error bound). Full attention is causal attention where every token sits at the last
+ * position: K and V are copied into the wasm heap as [head][position][headDim] and each token is
+ * given position n - 1 of an n-position cache. 'reference' keeps the float64 loops below unchanged.
+ * LayerNorm, the activations and the bias adds are the same TypeScript code under both.
+ *
  * Precision policy: op paths are `vision.<op>` (embeddings, pre_ln), `vision.layers.<l>.<op>`
  * and `projector.<op>`, matched by the policy's overrides (e.g. `vision.layers.*.fc2=f32`,
  * `projector.*=f16`). Roles: residual for embeddings and residual_*, norm for pre_ln/ln*,
@@ -32,7 +41,9 @@
  */
 import { type DType, roundF32ArrayInPlace } from '../../core/dtype.js';
 import { fail } from '../../core/errors.js';
-import { linear, type Matrix } from '../../ops/linear.js';
+import { attentionWasm } from '../../kernels/wasm/attention.js';
+import { wasmHeap } from '../../kernels/wasm/heap.js';
+import { type KernelChoice, linear, type Matrix } from '../../ops/linear.js';
 import { softmaxInPlace } from '../../ops/softmax.js';
 import { type ActivationRole, activationDtype, parsePolicy, type PrecisionPolicy } from '../../precision/policy.js';
 import type { ProbeContext } from '../llama/model.js';
@@ -124,6 +135,17 @@ export interface ClipModelOptions {
   policy?: string | PrecisionPolicy;
   /** numerics monitor hook; absent: no probe work at all */
   probe?: ClipProbe;
+  /**
+   * 'wasm': attention on the WASM SIMD kernel (matrices run in WASM whenever they are packed, see
+   * packForKernels); 'reference' (default): the float64 TypeScript loops
+   */
+  kernels?: KernelChoice;
+}
+
+function checkKernels(kernels: KernelChoice | undefined): KernelChoice {
+  const k = kernels ?? 'reference';
+  if (k !== 'wasm' && k !== 'reference') fail('usage', `kernels must be 'wasm' or 'reference', got '${String(k)}'`);
+  return k;
 }
 
 export interface ClipVisionModelOptions extends ClipModelOptions {
@@ -207,6 +229,39 @@ function applyActivation(act: ClipActivation, data: Float32Array, n: number): vo
   for (let i = 0; i < n; i++) data[i] = f(data[i]!);
 }
 
+/**
+ * Full (unmasked) attention on the WASM kernel: q, k, v and out are (n, nHeads * hd) rows; K and V
+ * are copied to the heap at kvPtr (2 n nHeads hd f32) as [head][position][hd], and every token is
+ * put at position n - 1 of an n-position cache, so it sees all n keys.
+ */
+function fullAttentionWasm(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, n: number, nHeads: number, hd: number, kvPtr: number): void {
+  const heap = wasmHeap();
+  const dim = nHeads * hd;
+  // Views made per call: an allocation elsewhere may have grown the memory since the last one.
+  const keys = heap.f32(kvPtr, n * dim);
+  const values = heap.f32(kvPtr + n * dim * 4, n * dim);
+  for (let j = 0; j < n; j++) {
+    for (let h = 0; h < nHeads; h++) {
+      const src = j * dim + h * hd;
+      const dst = (h * n + j) * hd;
+      keys.set(k.subarray(src, src + hd), dst);
+      values.set(v.subarray(src, src + hd), dst);
+    }
+  }
+  const headStride = n * hd;
+  attentionWasm({
+    out,
+    q,
+    keys: { dtype: 'f32', data: keys, headStride },
+    values: { dtype: 'f32', data: values, headStride },
+    positions: new Int32Array(n).fill(n - 1),
+    length: n,
+    nHeads,
+    nKvHeads: nHeads,
+    headDim: hd,
+  });
+}
+
 // ---- the vision tower ------------------------------------------------------------------------
 
 export class ClipVisionModel {
@@ -217,6 +272,7 @@ export class ClipVisionModel {
   /** resolved hidden_states indices, in output order */
   readonly featureLayers: readonly number[];
   readonly strategy: FeatureStrategy;
+  readonly kernels: KernelChoice;
   /** rows of encode()'s output: numPatches, plus the CLS row under 'full' */
   readonly outputRows: number;
   /** columns of encode()'s output: dim x feature layers */
@@ -230,15 +286,22 @@ export class ClipVisionModel {
     this.probe = opts.probe;
     this.featureLayers = resolveFeatureLayers(opts.featureLayers ?? [-2], config.nLayers);
     this.strategy = parseStrategy(opts.strategy ?? 'default');
+    this.kernels = checkKernels(opts.kernels);
     const { numPatches } = patchGrid(config);
     this.outputRows = this.strategy === 'full' ? numPatches + 1 : numPatches;
     this.outputDim = config.dim * this.featureLayers.length;
   }
 
-  /** The same tower (shared weights, feature layers and strategy) with another probe and/or policy. */
+  /** The same tower (shared weights, feature layers and strategy) with another probe, policy and/or kernels. */
   withOptions(opts: ClipModelOptions): ClipVisionModel {
     const probe = 'probe' in opts ? opts.probe : this.probe;
-    return new ClipVisionModel(this.config, this.weights, { policy: opts.policy ?? this.policy, ...(probe ? { probe } : {}), featureLayers: this.featureLayers, strategy: this.strategy });
+    return new ClipVisionModel(this.config, this.weights, {
+      policy: opts.policy ?? this.policy,
+      ...(probe ? { probe } : {}),
+      featureLayers: this.featureLayers,
+      strategy: this.strategy,
+      kernels: opts.kernels ?? this.kernels,
+    });
   }
 
   private emit(name: ClipProbeName, layer: number, data: Float32Array, shape: readonly number[]): void {
@@ -251,6 +314,20 @@ export class ClipVisionModel {
    * states side by side in featureLayers order.
    */
   encode(pixels: Float32Array): Float32Array {
+    if (this.kernels !== 'wasm') return this.run(pixels, undefined);
+    // K and V of one layer in the heap, [head][position][headDim] each, reused by every layer.
+    const { numPatches } = patchGrid(this.config);
+    const heap = wasmHeap();
+    const kvPtr = heap.alloc(2 * (numPatches + 1) * this.config.dim * 4, 64);
+    try {
+      return this.run(pixels, kvPtr);
+    } finally {
+      heap.free(kvPtr);
+    }
+  }
+
+  /** encode() with attention in the reference loops (heapKv undefined) or on the WASM kernel, K and V staged at heapKv. */
+  private run(pixels: Float32Array, heapKv: number | undefined): Float32Array {
     const c = this.config;
     const w = this.weights;
     const { dim, hiddenDim, nHeads, patchSize: p, imageSize: size, layerNormEps: eps } = c;
@@ -318,25 +395,29 @@ export class ClipVisionModel {
       this.emit('vision.q', l, q, [n, nHeads, hd]);
       this.emit('vision.k', l, k, [n, nHeads, hd]);
       this.emit('vision.v', l, v, [n, nHeads, hd]);
-      // Full attention per head: softmax(q k^T / sqrt(headDim)) v, float64 scores and sums.
-      for (let h = 0; h < nHeads; h++) {
-        const ho = h * hd;
-        for (let i = 0; i < n; i++) {
-          const qi = i * dim + ho;
-          for (let j = 0; j < n; j++) {
-            const kj = j * dim + ho;
-            let s = 0;
-            for (let d = 0; d < hd; d++) s += q[qi + d]! * k[kj + d]!;
-            scores[j] = s * scale;
+      if (heapKv !== undefined) {
+        fullAttentionWasm(att, q, k, v, n, nHeads, hd, heapKv);
+      } else {
+        // Full attention per head: softmax(q k^T / sqrt(headDim)) v, float64 scores and sums.
+        for (let h = 0; h < nHeads; h++) {
+          const ho = h * hd;
+          for (let i = 0; i < n; i++) {
+            const qi = i * dim + ho;
+            for (let j = 0; j < n; j++) {
+              const kj = j * dim + ho;
+              let s = 0;
+              for (let d = 0; d < hd; d++) s += q[qi + d]! * k[kj + d]!;
+              scores[j] = s * scale;
+            }
+            softmaxInPlace(scores, 0, n);
+            acc.fill(0);
+            for (let j = 0; j < n; j++) {
+              const pj = scores[j]!;
+              const vj = j * dim + ho;
+              for (let d = 0; d < hd; d++) acc[d] = acc[d]! + pj * v[vj + d]!;
+            }
+            for (let d = 0; d < hd; d++) att[qi + d] = acc[d]!;
           }
-          softmaxInPlace(scores, 0, n);
-          acc.fill(0);
-          for (let j = 0; j < n; j++) {
-            const pj = scores[j]!;
-            const vj = j * dim + ho;
-            for (let d = 0; d < hd; d++) acc[d] = acc[d]! + pj * v[vj + d]!;
-          }
-          for (let d = 0; d < hd; d++) att[qi + d] = acc[d]!;
         }
       }
       this.emit('vision.attn_out', l, att, [n, dim]);
@@ -374,6 +455,8 @@ export class LlavaProjector {
   readonly weights: ProjectorWeights;
   readonly policy: PrecisionPolicy;
   readonly probe: ClipProbe | undefined;
+  /** recorded for withOptions; the projector's only kernels are its matrices, which follow their weights */
+  readonly kernels: KernelChoice;
 
   constructor(config: ProjectorConfig, weights: ProjectorWeights, opts: ClipModelOptions = {}) {
     this.config = checkProjectorConfig(config);
@@ -381,12 +464,13 @@ export class LlavaProjector {
     this.weights = weights;
     this.policy = parsePolicy(opts.policy ?? 'f32');
     this.probe = opts.probe;
+    this.kernels = checkKernels(opts.kernels);
   }
 
-  /** The same projector (shared weights) with another probe and/or policy. */
+  /** The same projector (shared weights) with another probe, policy and/or kernels. */
   withOptions(opts: ClipModelOptions): LlavaProjector {
     const probe = 'probe' in opts ? opts.probe : this.probe;
-    return new LlavaProjector(this.config, this.weights, { policy: opts.policy ?? this.policy, ...(probe ? { probe } : {}) });
+    return new LlavaProjector(this.config, this.weights, { policy: opts.policy ?? this.policy, ...(probe ? { probe } : {}), kernels: opts.kernels ?? this.kernels });
   }
 
   /** (rows, outDim) image embeddings for the text model from (rows, inDim) vision features. */

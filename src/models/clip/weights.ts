@@ -11,13 +11,16 @@
  * Loaders: from an HF llava checkpoint through a `get(name) => Tensor` function (names
  * `vision_tower.vision_model.*` / `multi_modal_projector.*`, or the newer `model.vision_tower.*` /
  * `model.multi_modal_projector.*`), and from a llama.cpp mmproj GgufFile (`v.*`, `mm.*`).
+ * Given a loader's MatrixFinisher, each matrix is read into its heap staging region and packed for
+ * the SIMD kernels at once (a matrix may then be a PackedMatrix; vectors are always float32).
  */
 import { isPacked } from '../../kernels/wasm/packed.js';
 import { fail } from '../../core/errors.js';
-import { Tensor } from '../../core/tensor.js';
+import { type Allocator, Tensor } from '../../core/tensor.js';
 import { dequantize } from '../../formats/gguf/quants.js';
-import { type GgufFile, type GgufTensorInfo, metaValue, readTensorBytes } from '../../formats/gguf/reader.js';
-import { describeMatrix, isQuantized, type Matrix, matrixShape, QUANT_TYPES, type QuantType } from '../../ops/linear.js';
+import { type GgufFile, type GgufTensorInfo, metaValue, readTensorBytes, readTensorInto } from '../../formats/gguf/reader.js';
+import { describeMatrix, isQuantized, type Matrix, matrixShape, QUANT_TYPES, type QuantizedMatrix, type QuantType } from '../../ops/linear.js';
+import type { MatrixFinisher } from '../load.js';
 import { type ClipVisionConfig, patchGrid, type ProjectorConfig } from './config.js';
 
 export interface ClipLayerWeights {
@@ -55,8 +58,18 @@ export interface ProjectorWeights {
   linear2Bias: Float32Array; // (outDim)
 }
 
-/** Checkpoint access: the tensor called `name` (throws when there is none). */
-export type TensorGetter = (name: string) => Tensor;
+/**
+ * Checkpoint access: the tensor called `name` (throws when there is none), its storage from `alloc`
+ * when given (a loader's staging region: see MatrixFinisher; a getter may ignore it).
+ */
+export type TensorGetter = (name: string, alloc?: Allocator) => Tensor;
+
+/**
+ * How a loader makes each weight matrix final as it is read (src/models/load.ts MatrixFinisher:
+ * read into the heap staging region and packed for the kernels at once, so the loaded and packed
+ * copies never coexist). Absent: every matrix is kept as read, in storage of its own.
+ */
+export type ClipMatrixFinisher = Pick<MatrixFinisher, 'matrix'>;
 
 // ---- checks ------------------------------------------------------------------------------------
 
@@ -114,9 +127,15 @@ function vectorOf(name: string, t: Tensor, n: number): Float32Array {
 }
 
 /** A tensor as an (rows, cols) matrix in its own dtype (a view when contiguous). */
-function matrixOf(name: string, t: Tensor, rows: number, cols: number): Matrix {
+function matrixOf(name: string, t: Tensor, rows: number, cols: number): Tensor {
   if (t.numel !== rows * cols || t.shape[0] !== rows) fail('shape', `${name} has shape [${t.shape.join(', ')}], expected [${rows}, ${cols}]`);
   return (t.isContiguous ? t : t.contiguous()).reshape(rows, cols);
+}
+
+/** The matrix `name`, made final by `finisher` as it is read (read into its staging region when it has one). */
+function hfMatrix(get: TensorGetter, name: string, rows: number, cols: number, finisher: ClipMatrixFinisher | undefined): Matrix {
+  if (!finisher) return matrixOf(name, get(name), rows, cols);
+  return finisher.matrix((staging) => matrixOf(name, get(name, staging?.allocator), rows, cols));
 }
 
 /** Prefixes of the vision tower / projector in HF llava checkpoints, older layout first. */
@@ -141,12 +160,12 @@ function findPrefix(get: TensorGetter, prefixes: readonly string[], probe: strin
  * HF_VISION_PREFIXES holds `embeddings.class_embedding`. Loads config.nLayers layers
  * (post_layernorm, unused by LLaVA, is not read).
  */
-export function clipVisionWeightsFromHf(c: ClipVisionConfig, get: TensorGetter, prefix?: string): ClipVisionWeights {
+export function clipVisionWeightsFromHf(c: ClipVisionConfig, get: TensorGetter, prefix?: string, finisher?: ClipMatrixFinisher): ClipVisionWeights {
   const p = prefix ?? findPrefix(get, HF_VISION_PREFIXES, 'embeddings.class_embedding', 'CLIP vision tower');
   const { dim, hiddenDim, patchSize } = c;
   const { numPatches } = patchGrid(c);
   const vec = (name: string, n: number) => vectorOf(p + name, get(p + name), n);
-  const mat = (name: string, rows: number, cols: number) => matrixOf(p + name, get(p + name), rows, cols);
+  const mat = (name: string, rows: number, cols: number) => hfMatrix(get, p + name, rows, cols, finisher);
   const layers: ClipLayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     const at = `encoder.layers.${l}.`;
@@ -184,12 +203,12 @@ export function clipVisionWeightsFromHf(c: ClipVisionConfig, get: TensorGetter, 
 }
 
 /** The projector from an HF llava checkpoint (`linear_1`, `linear_2`, with biases). */
-export function projectorWeightsFromHf(p: ProjectorConfig, get: TensorGetter, prefix?: string): ProjectorWeights {
+export function projectorWeightsFromHf(p: ProjectorConfig, get: TensorGetter, prefix?: string, finisher?: ClipMatrixFinisher): ProjectorWeights {
   const at = prefix ?? findPrefix(get, HF_PROJECTOR_PREFIXES, 'linear_1.weight', 'LLaVA multi_modal_projector');
   const w: ProjectorWeights = {
-    linear1: matrixOf(`${at}linear_1.weight`, get(`${at}linear_1.weight`), p.hiddenDim, p.inDim),
+    linear1: hfMatrix(get, `${at}linear_1.weight`, p.hiddenDim, p.inDim, finisher),
     linear1Bias: vectorOf(`${at}linear_1.bias`, get(`${at}linear_1.bias`), p.hiddenDim),
-    linear2: matrixOf(`${at}linear_2.weight`, get(`${at}linear_2.weight`), p.outDim, p.hiddenDim),
+    linear2: hfMatrix(get, `${at}linear_2.weight`, p.outDim, p.hiddenDim, finisher),
     linear2Bias: vectorOf(`${at}linear_2.bias`, get(`${at}linear_2.bias`), p.outDim),
   };
   checkProjectorWeights(p, w);
@@ -203,12 +222,18 @@ function count(dims: readonly number[]): number {
 }
 
 /** A GGUF tensor's bytes as an (rows, cols) Matrix. GGUF ne is [cols, rows, ...]: ne[0] is the row length. */
-function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, expectedNe: readonly number[] = [cols, rows]): Matrix {
+function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, expectedNe: readonly number[] = [cols, rows], into?: Uint8Array): Tensor | QuantizedMatrix {
   if (info.dims.length !== expectedNe.length || info.dims.some((d, i) => d !== expectedNe[i])) {
     fail('shape', `mmproj GGUF tensor ${info.name} has ne [${info.dims.join(', ')}], expected [${expectedNe.join(', ')}]`);
   }
   const n = rows * cols;
-  const bytes = readTensorBytes(file, info);
+  let bytes: Uint8Array;
+  if (into) {
+    bytes = into.subarray(0, info.byteLength);
+    readTensorInto(file, info, bytes);
+  } else {
+    bytes = readTensorBytes(file, info);
+  }
   switch (info.type) {
     case 'F32':
       return new Tensor('f32', new Float32Array(bytes.buffer, bytes.byteOffset, n), [rows, cols]);
@@ -221,6 +246,12 @@ function ggufMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: nu
       if (info.dims[0] !== cols) fail('shape', `mmproj GGUF tensor ${info.name}: quantized rows must run along ne[0]`);
       return { kind: 'quantized', type: info.type as QuantType, rows, cols, rowBytes: bytes.length / rows, data: bytes };
   }
+}
+
+/** ggufMatrix made final by `finisher` as it is read (into its staging region when it has one). */
+function ggufFinalMatrix(file: GgufFile, info: GgufTensorInfo, rows: number, cols: number, finisher: ClipMatrixFinisher | undefined, expectedNe?: readonly number[]): Matrix {
+  if (!finisher) return ggufMatrix(file, info, rows, cols, expectedNe);
+  return finisher.matrix((staging) => ggufMatrix(file, info, rows, cols, expectedNe, staging?.bytes(info.byteLength)));
 }
 
 /** A GGUF tensor of any float or quantized type as a float32 vector of n values. */
@@ -252,13 +283,13 @@ function detectFfnNaming(file: GgufFile, c: ClipVisionConfig): MmprojFfnNaming {
  * v.class_embd (ne [dim]), v.position_embd.weight (ne [dim, numPatches + 1]), v.pre_ln.*,
  * v.blk.N.{attn_q, attn_k, attn_v, attn_out, ln1, ln2, ffn_up, ffn_down}.{weight, bias}.
  */
-export function clipVisionWeightsFromGguf(file: GgufFile, c: ClipVisionConfig, naming?: MmprojFfnNaming): ClipVisionWeights {
+export function clipVisionWeightsFromGguf(file: GgufFile, c: ClipVisionConfig, naming?: MmprojFfnNaming, finisher?: ClipMatrixFinisher): ClipVisionWeights {
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
   const info = (name: string): GgufTensorInfo => byName.get(name) ?? fail('config', `mmproj GGUF is missing tensor ${name}`);
   const { dim, hiddenDim, patchSize } = c;
   const { numPatches } = patchGrid(c);
   const vec = (name: string, n: number) => ggufVector(file, info(name), n);
-  const mat = (name: string, rows: number, cols: number) => ggufMatrix(file, info(name), rows, cols);
+  const mat = (name: string, rows: number, cols: number) => ggufFinalMatrix(file, info(name), rows, cols, finisher);
   const ffn = naming ?? detectFfnNaming(file, c);
   const [fc1Name, fc2Name] = ffn === 'legacy' ? ['ffn_down', 'ffn_up'] : ['ffn_up', 'ffn_down'];
   const layers: ClipLayerWeights[] = [];
@@ -285,7 +316,7 @@ export function clipVisionWeightsFromGguf(file: GgufFile, c: ClipVisionConfig, n
   }
   const w: ClipVisionWeights = {
     // ne [p, p, 3, dim] is PyTorch's [dim, 3, p, p]: the same bytes as the (dim, 3*p*p) matrix.
-    patchEmbedding: ggufMatrix(file, info('v.patch_embd.weight'), dim, 3 * patchSize * patchSize, [patchSize, patchSize, 3, dim]),
+    patchEmbedding: ggufFinalMatrix(file, info('v.patch_embd.weight'), dim, 3 * patchSize * patchSize, finisher, [patchSize, patchSize, 3, dim]),
     classEmbedding: vec('v.class_embd', dim),
     positionEmbedding: vec('v.position_embd.weight', (numPatches + 1) * dim),
     preLnWeight: vec('v.pre_ln.weight', dim),
@@ -297,13 +328,13 @@ export function clipVisionWeightsFromGguf(file: GgufFile, c: ClipVisionConfig, n
 }
 
 /** The projector from a llama.cpp mmproj GGUF: mm.0 (linear_1) and mm.2 (linear_2), weights and biases. */
-export function projectorWeightsFromGguf(file: GgufFile, p: ProjectorConfig): ProjectorWeights {
+export function projectorWeightsFromGguf(file: GgufFile, p: ProjectorConfig, finisher?: ClipMatrixFinisher): ProjectorWeights {
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
   const info = (name: string): GgufTensorInfo => byName.get(name) ?? fail('config', `mmproj GGUF is missing tensor ${name}`);
   const w: ProjectorWeights = {
-    linear1: ggufMatrix(file, info('mm.0.weight'), p.hiddenDim, p.inDim),
+    linear1: ggufFinalMatrix(file, info('mm.0.weight'), p.hiddenDim, p.inDim, finisher),
     linear1Bias: ggufVector(file, info('mm.0.bias'), p.hiddenDim),
-    linear2: ggufMatrix(file, info('mm.2.weight'), p.outDim, p.hiddenDim),
+    linear2: ggufFinalMatrix(file, info('mm.2.weight'), p.outDim, p.hiddenDim, finisher),
     linear2Bias: ggufVector(file, info('mm.2.bias'), p.outDim),
   };
   checkProjectorWeights(p, w);

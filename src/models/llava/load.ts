@@ -16,10 +16,13 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import type { DType } from '../../core/dtype.js';
 import { fail } from '../../core/errors.js';
+import type { Allocator } from '../../core/tensor.js';
 import { openHfCheckpoint, readJsonObject } from '../../formats/checkpoint.js';
 import { readGguf } from '../../formats/gguf/reader.js';
 import { loadTensor } from '../../formats/safetensors.js';
+import type { KernelChoice } from '../../ops/linear.js';
 import { chatTemplateFrom } from '../../text/chat.js';
 import { ggufTokenizer, ggufTokenizerMetaFromKv } from '../../text/gguf-tokenizer.js';
 import { loadHfTokenizer, type Tokenizer } from '../../text/tokenizer.js';
@@ -27,8 +30,10 @@ import { imageProcessorFromConfig } from '../../vision/preprocess.js';
 import { llavaVisionConfigFromGguf, type LlavaVisionConfig } from '../clip/config.js';
 import { ClipVisionModel, LlavaProjector } from '../clip/model.js';
 import { type ClipVisionWeights, clipVisionWeightsFromGguf, clipVisionWeightsFromHf, projectorWeightsFromGguf, projectorWeightsFromHf, type ProjectorWeights } from '../clip/weights.js';
-import { llamaConfigFromGguf, llamaWeightsFromGguf } from '../llama/gguf.js';
-import { assemble, convertFloatWeights, hfLlamaWeights, type LoadOptions, weightDtype } from '../load.js';
+import type { HfCheckpoint } from '../../formats/checkpoint.js';
+import type { LlamaWeights } from '../llama/weights.js';
+import { llamaConfigFromGguf } from '../llama/gguf.js';
+import { assemble, ggufLlamaWeights, hfLlamaWeights, hfTied, largestHfTensorBytes, type LoadOptions, MatrixFinisher, weightDtype } from '../load.js';
 import { type LlavaConfig, llavaConfigFromHf } from './config.js';
 import { ClipImageEncoder, LlavaModel } from './model.js';
 import { clipPreprocessorConfig } from './tiny.js';
@@ -57,11 +62,32 @@ export function findMmproj(textGguf: string): string | undefined {
   return join(dir, candidates[0]!);
 }
 
-function visionModels(vc: LlavaVisionConfig, policy: string, vision: ClipVisionWeights, projector: ProjectorWeights) {
+function visionModels(vc: LlavaVisionConfig, policy: string, kernels: KernelChoice, vision: ClipVisionWeights, projector: ProjectorWeights) {
   return {
-    vision: new ClipVisionModel(vc.vision, vision, { policy, featureLayers: vc.featureLayers, strategy: vc.strategy }),
-    projector: new LlavaProjector(vc.projector, projector, { policy }),
+    vision: new ClipVisionModel(vc.vision, vision, { policy, featureLayers: vc.featureLayers, strategy: vc.strategy, kernels }),
+    projector: new LlavaProjector(vc.projector, projector, { policy, kernels }),
   };
+}
+
+/**
+ * Runs `read` with a MatrixFinisher (see load.ts) whose staging region is sized for `largestBytes`,
+ * releasing the region afterwards: each matrix is packed for the kernels as it is read, so the
+ * loaded and packed copies never coexist.
+ */
+function finishing<T>(kernels: KernelChoice, dtype: DType | undefined, largestBytes: number, read: (finisher: MatrixFinisher) => T): T {
+  const finisher = new MatrixFinisher(kernels, dtype, largestBytes);
+  try {
+    return read(finisher);
+  } finally {
+    finisher.done();
+  }
+}
+
+/** Bytes of the largest tensor outside the text model (vision tower, projector), as stored. */
+function largestVisionBytes(ckpt: HfCheckpoint, textPrefix: string, headName: string): number {
+  let most = 0;
+  for (const [name, t] of ckpt.tensors) if (!name.startsWith(textPrefix) && name !== headName) most = Math.max(most, t.byteLength);
+  return most;
 }
 
 /** An HF LLaVA / LLaVA-NeXT checkpoint directory. */
@@ -74,16 +100,22 @@ export function loadLlavaHf(dir: string, opts: LoadOptions): LlavaModel {
   const textPrefix = newer ? 'model.language_model.' : 'language_model.model.';
   const headName = newer ? 'lm_head.weight' : 'language_model.lm_head.weight';
   const text = config.text;
-  const weights = hfLlamaWeights(ckpt, text, { model: textPrefix, head: headName }, weightDtype(opts));
-  const { tokenEmbedding, output } = weights;
+  const kernels = opts.kernels ?? 'wasm';
+  const dtype = weightDtype(opts);
+  const weights: LlamaWeights = finishing(kernels, dtype, largestHfTensorBytes(ckpt, dtype), (f) => hfLlamaWeights(ckpt, text, { model: textPrefix, head: headName }, dtype, f));
   if (!ckpt.tokenizerJson) fail('config', `checkpoint ${dir} has no tokenizer.json`);
   const tokenizer = loadHfTokenizer(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig);
   const template = ckpt.chatTemplate ? readFileSync(ckpt.chatTemplate, 'utf8') : (chatTemplateFrom(ckpt.tokenizerConfig) ?? processorChatTemplate(dir));
-  const textModel = assemble('hf', dir, { ...text, tiedEmbeddings: output === tokenEmbedding }, weights, tokenizer, template, opts);
+  const textModel = assemble('hf', dir, { ...text, tiedEmbeddings: hfTied(ckpt, text, headName) }, weights, tokenizer, template, opts);
 
-  const getTensor = (name: string) => loadTensor(get(name));
+  const getTensor = (name: string, alloc?: Allocator) => loadTensor(get(name), alloc ? { alloc } : {});
   const vc = config.vision;
-  const vm = visionModels(vc, textModel.info.policy, clipVisionWeightsFromHf(vc.vision, getTensor), projectorWeightsFromHf(vc.projector, getTensor));
+  // The vision side keeps its stored dtypes (the weight dtype option is the text model's).
+  const [visionWeights, projectorWeights] = finishing(kernels, undefined, largestVisionBytes(ckpt, textPrefix, headName), (f) => [
+    clipVisionWeightsFromHf(vc.vision, getTensor, undefined, f),
+    projectorWeightsFromHf(vc.projector, getTensor, undefined, f),
+  ] as const);
+  const vm = visionModels(vc, textModel.info.policy, kernels, visionWeights, projectorWeights);
   if (!ckpt.preprocessorConfig) fail('config', `checkpoint ${dir} has no preprocessor_config.json`);
   const processor = imageProcessorFromConfig(ckpt.preprocessorConfig);
   let next: ConstructorParameters<typeof ClipImageEncoder>[3];
@@ -116,7 +148,9 @@ function tokenizerHasImageToken(tokenizer: Tokenizer, id: number): boolean {
 export function loadLlavaGguf(textPath: string, mmprojPath: string, opts: LoadOptions): LlavaModel {
   const file = readGguf(textPath);
   const text = llamaConfigFromGguf(file);
-  const weights = convertFloatWeights(llamaWeightsFromGguf(file, text), weightDtype(opts));
+  const kernels = opts.kernels ?? 'wasm';
+  const largestText = file.tensors.reduce((most, t) => Math.max(most, t.byteLength), 0);
+  const weights = finishing(kernels, weightDtype(opts), largestText, (f) => ggufLlamaWeights(file, text, f));
   const kv = Object.fromEntries(file.metadata);
   const tokenizer = ggufTokenizer(ggufTokenizerMetaFromKv(kv));
   const template = chatTemplateFrom(undefined, typeof kv['tokenizer.chat_template'] === 'string' ? kv['tokenizer.chat_template'] : undefined);
@@ -132,7 +166,9 @@ export function loadLlavaGguf(textPath: string, mmprojPath: string, opts: LoadOp
   }
   const vc = llavaVisionConfigFromGguf(mm);
   if (vc.projector.outDim !== text.dim) fail('config', `the mmproj projector outputs ${vc.projector.outDim} values but the text model's width is ${text.dim}`);
-  const vm = visionModels(vc, textModel.info.policy, clipVisionWeightsFromGguf(mm, vc.vision), projectorWeightsFromGguf(mm, vc.projector));
+  const largestMm = mm.tensors.reduce((most, t) => Math.max(most, t.byteLength), 0);
+  const [visionWeights, projectorWeights] = finishing(kernels, undefined, largestMm, (f) => [clipVisionWeightsFromGguf(mm, vc.vision, undefined, f), projectorWeightsFromGguf(mm, vc.projector, f)] as const);
+  const vm = visionModels(vc, textModel.info.policy, kernels, visionWeights, projectorWeights);
   const processor = imageProcessorFromConfig(clipPreprocessorConfig(vc.vision.imageSize, vc.imageMean, vc.imageStd), { padToSquare: true });
   const encoder = new ClipImageEncoder(vm.vision, vm.projector, processor);
   // The image token: `<image>` when the vocabulary has it, else any id (its embedding is replaced).
