@@ -14,7 +14,10 @@ import { readGguf } from '../../formats/gguf/reader.js';
 import type { GgufTypedValue } from '../../formats/gguf/types.js';
 import { type GgufTensorInput, writeGguf } from '../../formats/gguf/writer.js';
 import { loadTensor, readSafetensorsHeader, writeSafetensors } from '../../formats/safetensors.js';
+import { isPacked } from '../../kernels/wasm/packed.js';
+import { setThreads, threadCount } from '../../kernels/wasm/pool.js';
 import { parsePolicy } from '../../precision/policy.js';
+import { MatrixFinisher } from '../load.js';
 import { type ClipVisionConfig, type FeatureStrategy, llavaVisionConfigFromGguf, llavaVisionConfigFromHf, type ProjectorConfig } from './config.js';
 import { CLIP_PROBE_NAMES, type ClipProbeName, clipActivationDtype, ClipVisionModel, erf, LlavaProjector } from './model.js';
 import { clipVisionWeightsFromGguf, clipVisionWeightsFromHf, projectorWeightsFromGguf, projectorWeightsFromHf, type TensorGetter } from './weights.js';
@@ -326,6 +329,86 @@ describe('CLIP vision tower + LLaVA projector vs a float64 reference', () => {
   }
 });
 
+describe('CLIP on the WASM kernels (packed weights + attentionWasm) vs the float64 reference', () => {
+  // One more shape with more tokens (65, odd) and wider heads (headDim 32) than CASES.
+  const WIDE: ClipVisionConfig = { imageSize: 112, patchSize: 14, channels: 3, dim: 64, hiddenDim: 160, nLayers: 2, nHeads: 2, layerNormEps: 1e-5, act: 'quick_gelu' };
+  const cases: Case[] = [...CASES, { name: `112px dim 64 headDim 32, layers [-2, -1], full`, vision: WIDE, layers: [-2, -1], strategy: 'full' }];
+  const threadsBefore = threadCount();
+  after(() => setThreads(threadsBefore));
+
+  // Bound. Every op but the matmuls and attention is the same TypeScript code under both kernels.
+  // The packed matmul sums in f32 lanes: |err| <= (cp/4 + 4) 2^-24 sum|x W| (matmul-float.ts), at
+  // most 152 * 2^-24 = 9.1e-6 of sum|x W| here (the patch conv, 588 columns), <= 44 * 2^-24 = 2.6e-6
+  // for the other matrices (<= 160 columns). attentionWasm: (cnt + 3) 2^-24 + 2 Delta of
+  // sum a|v|, cnt <= 65 keys and Delta = (headDim/4 + 8) 2^-24 scale max sum|q k| (attention.ts),
+  // about 1e-5 relative on these shapes. Each is a worst case per op; the model's output
+  // carries several such errors through two residual layers and their LayerNorms, so the bound
+  // below allows 5x the largest per-op worst case (5e-5) on top of the 1e-5 the float64 path gets.
+  // Measured over these 18 runs: features <= 8.5e-7, projector <= 6.9e-7, attention alone 5.6e-7
+  // (max |error| / max |reference|), about 70x below the bound.
+  const WASM_BOUND = 6e-5;
+  for (const [ci, c] of cases.entries()) {
+    for (const mats of ['f32', 'f16'] as const) {
+      it(`${mats} weights: ${c.name}: within ${WASM_BOUND} relative, bit-identical on 1 and 2 threads`, () => {
+        const p = projectorFor(c);
+        const { vision, projector } = randomWeights(c.vision, p, 600 + ci);
+        const get = getterOf([['vision_tower.vision_model.', vision], ['multi_modal_projector.', projector]], mats);
+        const finisher = new MatrixFinisher('wasm', undefined, 1 << 20);
+        let vw, pw;
+        try {
+          vw = clipVisionWeightsFromHf(c.vision, get, undefined, finisher);
+          pw = projectorWeightsFromHf(p, get, undefined, finisher);
+        } finally {
+          finisher.done();
+        }
+        for (const m of [vw.patchEmbedding, vw.layers[0]!.wq, vw.layers[1]!.fc2, pw.linear1, pw.linear2]) assert.ok(isPacked(m), 'packed for the kernels');
+        const model = new ClipVisionModel(c.vision, vw, { featureLayers: c.layers, strategy: c.strategy, kernels: 'wasm' });
+        const proj = new LlavaProjector(p, pw, { kernels: 'wasm' });
+        const pixels = randomPixels(c.vision.imageSize, 70 + ci);
+        const round = mats === 'f16' ? 'f16' : undefined;
+        const wantFeats = refFeatures(refHiddenStates(c.vision, weightFn(vision, round), pixels), c.layers, c.strategy);
+        const wantOut = refProject(wantFeats, weightFn(projector, round));
+
+        setThreads(1);
+        const feats = model.encode(pixels);
+        const out = proj.project(feats, model.outputRows);
+        const fErr = relError(feats, wantFeats);
+        assert.ok(fErr < WASM_BOUND, `features: relative error ${fErr}`);
+        const pErr = relError(out, wantOut);
+        assert.ok(pErr < WASM_BOUND, `projector: relative error ${pErr}`);
+        // Rows split over threads: every row is computed whole by one thread, so nothing changes.
+        setThreads(2);
+        assert.deepEqual(model.encode(pixels), feats);
+        assert.deepEqual(proj.project(feats, model.outputRows), out);
+        setThreads(threadsBefore);
+        // The WASM path really is another computation than the float64 one (f32 sums).
+        const refModel = new ClipVisionModel(c.vision, clipVisionWeightsFromHf(c.vision, get), { featureLayers: c.layers, strategy: c.strategy });
+        assert.equal(refModel.kernels, 'reference', 'direct construction defaults to the reference kernels');
+        assert.ok(relError(refModel.encode(pixels), wantFeats) < 1e-5);
+      });
+    }
+  }
+
+  it('attention alone: unpacked weights, wasm attention vs the reference loops; withOptions keeps the kernels', () => {
+    const c = cases[cases.length - 1]!;
+    const p = projectorFor(c);
+    const { vision } = randomWeights(c.vision, p, 650);
+    const get = getterOf([['vision_tower.vision_model.', vision]], 'f32');
+    const vw = clipVisionWeightsFromHf(c.vision, get);
+    const pixels = randomPixels(c.vision.imageSize, 651);
+    const wasm = new ClipVisionModel(c.vision, vw, { featureLayers: c.layers, strategy: c.strategy, kernels: 'wasm' });
+    const ref = new ClipVisionModel(c.vision, vw, { featureLayers: c.layers, strategy: c.strategy });
+    const want = refFeatures(refHiddenStates(c.vision, weightFn(vision), pixels), c.layers, c.strategy);
+    const a = wasm.encode(pixels);
+    const b = ref.encode(pixels);
+    assert.notDeepEqual(a, b, 'the attention kernel sums in f32: some output differs in the last bits');
+    assert.ok(relError(a, want) < WASM_BOUND, `relative error ${relError(a, want)}`);
+    assert.equal(wasm.withOptions({ policy: 'f32' }).kernels, 'wasm');
+    assert.deepEqual(wasm.withOptions({ probe: () => {} }).encode(pixels), a);
+    assert.throws(() => new ClipVisionModel(c.vision, vw, { kernels: 'gpu' as never }), /kernels must be/);
+  });
+});
+
 describe('CLIP precision policy and probes', () => {
   const c = CASES[2]!; // 28 px, layers [-2, -1], default: runs both layers
   const p = projectorFor(c);
@@ -504,10 +587,10 @@ function writeHf(path: string, vision: Map<string, Named>, projector: Map<string
 
 function fileGetter(path: string): TensorGetter {
   const infos = new Map(readSafetensorsHeader(path).tensors.map((t) => [t.name, t]));
-  return (name) => {
+  return (name, alloc) => {
     const info = infos.get(name);
     if (!info) throw new Error(`no tensor ${name}`);
-    return loadTensor(info);
+    return loadTensor(info, alloc ? { alloc } : {});
   };
 }
 
@@ -575,6 +658,25 @@ describe('HF and GGUF loaders give identical models', () => {
       };
       const want = refFeatures(refHiddenStates(c.vision, rounded, pixels), c.layers, c.strategy);
       assert.ok(relError(a, want) < 1e-5);
+
+      // As the loader reads them for the WASM kernels: each matrix read into the staging region and
+      // packed there; both files hold the same types, so the packed models are identical too.
+      const packedHf = new MatrixFinisher('wasm', undefined, 1 << 16);
+      const packedGg = new MatrixFinisher('wasm', undefined, 1 << 16);
+      try {
+        const hfWasm = new ClipVisionModel(hfConfig.vision, clipVisionWeightsFromHf(hfConfig.vision, get, undefined, packedHf), { featureLayers: hfConfig.featureLayers, strategy: hfConfig.strategy, kernels: 'wasm' });
+        const ggWasm = new ClipVisionModel(ggConfig.vision, clipVisionWeightsFromGguf(file, ggConfig.vision, undefined, packedGg), { featureLayers: ggConfig.featureLayers, strategy: ggConfig.strategy, kernels: 'wasm' });
+        assert.ok(isPacked(hfWasm.weights.layers[0]!.fc1) && isPacked(ggWasm.weights.layers[0]!.fc1));
+        const wa = hfWasm.encode(pixels);
+        assert.deepEqual(ggWasm.encode(pixels), wa);
+        assert.ok(relError(wa, want) < 6e-5);
+        const pwa = new LlavaProjector(pc, projectorWeightsFromHf(pc, get, undefined, packedHf)).project(wa, rows);
+        const pwb = new LlavaProjector(pc, projectorWeightsFromGguf(file, pc, packedGg)).project(wa, rows);
+        assert.deepEqual(pwb, pwa);
+      } finally {
+        packedHf.done();
+        packedGg.done();
+      }
     });
   }
 
