@@ -40,6 +40,11 @@ export interface TokenConstraint {
   accept(id: number): void;
   /** whether the output so far is a complete document */
   readonly complete: boolean;
+  /**
+   * tokens that may still be generated, the one about to be sampled included; called before each
+   * mask() so that the constraint can steer to a complete document within the budget
+   */
+  budget?(tokensLeft: number): void;
 }
 
 export type NonFiniteAction = 'error' | 'warn' | 'upcast';
@@ -151,6 +156,7 @@ export class Generation {
     if (this.constraint) {
       if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
       this.masked.set(logits);
+      this.constraint.budget?.(this.maxTokens - this.tokens.length);
       this.constraint.mask(this.masked);
       allowed = this.masked;
     }

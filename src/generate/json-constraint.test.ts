@@ -11,7 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { JsonMachine, MAX_WHITESPACE_RUN, jsonObjectConstraint, tokenBytes } from './json-constraint.js';
+import { CLOSING_BYTES, JsonMachine, MAX_WHITESPACE_RUN, jsonObjectConstraint, missingClosingTokens, tokenBytes } from './json-constraint.js';
+import { Generation } from './generate.js';
 import type { Tokenizer } from '../text/tokenizer.js';
 import { BYTE_TO_CHAR, CHAR_TO_BYTE } from '../text/byte-level.js';
 import { writeTinyModel } from '../models/tiny.js';
@@ -588,3 +589,189 @@ test('a vocabulary that cannot continue leaves EOS allowed rather than an all -I
   assert.deepEqual([...logits].map(Number.isFinite), [false, true, false, false, false, false]);
   assert.equal(c.complete, false);
 });
+
+// ---------------------------------------------------------------------------------------------
+// The token budget: closingBytes and steering to a complete document before max_tokens.
+
+/** Bytes the brute force may use: structure, digits, escapes, literal letters, UTF-8 leads and continuations. */
+const BFS_ALPHABET: number[] = [...utf8('{}[]":,01-.eE+\\untrlsaf ')].concat([0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0x80, 0x8f, 0x9f, 0xa0, 0xbf]);
+
+/** The least number of bytes from BFS_ALPHABET that completes the document from `start` (breadth-first over states). */
+function shortestCompletion(start: JsonMachine): number {
+  if (start.complete) return 0;
+  let frontier = [start];
+  const seen = new Set([start.stateKey()]);
+  for (let dist = 1; dist <= 64; dist++) {
+    const next: JsonMachine[] = [];
+    for (const m of frontier) {
+      for (const b of BFS_ALPHABET) {
+        const c = m.clone();
+        if (!c.step(b)) continue;
+        if (c.complete) return dist;
+        const k = c.stateKey();
+        if (!seen.has(k)) {
+          seen.add(k);
+          next.push(c);
+        }
+      }
+    }
+    frontier = next;
+  }
+  assert.fail('no completion within 64 bytes');
+}
+
+/** Random accepted walk over BFS_ALPHABET (plus whitespace), favouring bytes that open things. */
+function randomPrefix(seed: number, length: number): JsonMachine {
+  const rand = mulberry32(seed);
+  const m = new JsonMachine(6);
+  const alphabet = [...BFS_ALPHABET, ...utf8('"{[,\\:"u')];
+  for (let i = 0; i < length && !m.complete; i++) {
+    for (let tries = 0; tries < 50; tries++) {
+      const b = alphabet[Math.floor(rand() * alphabet.length)]!;
+      const c = m.clone();
+      if (c.step(b) && !c.complete) {
+        m.step(b);
+        break;
+      }
+    }
+  }
+  return m;
+}
+
+test('closingBytes equals the brute-force shortest completion (BFS over bytes) on random prefixes', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.integer({ min: 0, max: 30 }), (seed, length) => {
+      const m = randomPrefix(seed, length);
+      assert.equal(m.closingBytes(), shortestCompletion(m), `state ${m.stateKey()}`);
+    }),
+    { numRuns: 300, includeErrorInReport: true },
+  );
+  // Prefixes of real documents, and states the random walk rarely reaches.
+  fc.assert(
+    fc.property(fc.dictionary(fc.string({ unit: 'binary' }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }), fc.double({ min: 0, max: 1, noNaN: true }), (obj, at) => {
+      const bytes = utf8(JSON.stringify(obj));
+      const m = new JsonMachine();
+      assert.ok(m.feed(bytes.subarray(0, Math.floor(at * bytes.length))));
+      assert.equal(m.closingBytes(), shortestCompletion(m));
+    }),
+    { numRuns: 200, includeErrorInReport: true },
+  );
+  const fixed: [string | Uint8Array, number][] = [
+    ['', 2], ['  ', 2], ['{', 1], ['{"', 4], ['{"a', 4], ['{"a"', 3], ['{"a" ', 3], ['{"a":', 2], ['{"a":-', 2], ['{"a":1.', 2],
+    ['{"a":1e', 2], ['{"a":1e+', 2], ['{"a":1e5', 1], ['{"a":0', 1], ['{"a":tr', 3], ['{"a":f', 5], ['{"a":n', 4], ['{"a":[', 2],
+    ['{"a":[1,', 3], ['{"a":{', 2], ['{"a":{"b":1,', 6], ['{"a":"\\', 3], ['{"a":"\\u', 6], ['{"a":"\\u00', 4], ['{"\\u0', 7],
+    [Uint8Array.of(0x7b, 0x22, 0xf0), 7], [Uint8Array.of(0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xe0, 0xa0), 3], ['{}', 0],
+  ];
+  for (const [prefix, want] of fixed) {
+    const m = new JsonMachine();
+    assert.ok(m.feed(typeof prefix === 'string' ? utf8(prefix) : prefix), String(prefix));
+    assert.equal(m.closingBytes(), want, `closingBytes after ${JSON.stringify(String(prefix))}`);
+    assert.equal(shortestCompletion(m), want, `brute force after ${JSON.stringify(String(prefix))}`);
+  }
+});
+
+test('budget: mask keeps exactly the tokens that can still close in the tokens left (brute force), else the least bad', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.integer({ min: 0, max: 25 }), (seed, steps) => {
+      const rand = mulberry32(seed);
+      const constraint = jsonObjectConstraint(fake);
+      const shadow = new JsonMachine();
+      for (let step = 0; step <= steps && !shadow.complete; step++) {
+        for (const tokensLeft of [1 + Math.floor(rand() * 12), 1000]) {
+          constraint.budget!(tokensLeft);
+          const logits = new Float32Array(fake.vocabSize + 2);
+          constraint.mask(logits);
+          const closing = new Map<number, number>();
+          for (let id = 0; id < fake.vocabSize; id++) {
+            const b = fakeBytes[id];
+            const c = shadow.clone();
+            if (b !== null && b !== undefined && c.feed(b)) closing.set(id, c.closingBytes());
+          }
+          const bound = Math.max(tokensLeft - 1, Math.min(...closing.values()));
+          for (let id = 0; id < fake.vocabSize + 2; id++) {
+            const want = (closing.get(id) ?? Infinity) <= bound;
+            assert.equal(Number.isFinite(logits[id]!), want, `step ${step}, ${tokensLeft} left, token ${id < fake.vocabSize ? JSON.stringify(fake.tokenText(id)) : 'padding'}`);
+          }
+        }
+        // Move on with any allowed token (unbudgeted), favouring long ones to reach varied states.
+        constraint.budget!(1000);
+        const logits = new Float32Array(fake.vocabSize);
+        constraint.mask(logits);
+        const allowed = [...logits.keys()].filter((id) => Number.isFinite(logits[id]!));
+        const id = allowed[Math.floor(rand() * allowed.length)]!;
+        constraint.accept(id);
+        shadow.feed(fakeBytes[id]!);
+      }
+    }),
+    { numRuns: 60, includeErrorInReport: true },
+  );
+});
+
+test('budget below what the start needs: the least bad tokens, never an all -Infinity row', () => {
+  const c = jsonObjectConstraint(fake);
+  c.budget!(1);
+  const logits = new Float32Array(fake.vocabSize);
+  c.mask(logits);
+  const allowed = [...logits.keys()].filter((id) => Number.isFinite(logits[id]!)).map((id) => lossy.decode(fakeBytes[id]!));
+  assert.deepEqual(allowed, ['{}'], 'one token completes the document');
+  // Only single bytes: '{' leaves 1 to close, the best there is.
+  const bytesOnly = new FakeByteTokenizer(Array.from({ length: 256 }, (_, b) => Uint8Array.of(b)));
+  const d = jsonObjectConstraint(bytesOnly);
+  d.budget!(1);
+  const row = new Float32Array(bytesOnly.vocabSize);
+  d.mask(row);
+  assert.deepEqual([...row.keys()].filter((id) => Number.isFinite(row[id]!)), [3 + 0x7b]);
+  assert.throws(() => d.budget!(-1), /tokens left/);
+  assert.deepEqual(missingClosingTokens(bytesOnly), []);
+  assert.deepEqual(missingClosingTokens(new FakeByteTokenizer([utf8('a'), utf8('}')])), CLOSING_BYTES.filter((b) => b !== 0x7d && b !== 0x61));
+});
+
+/** Random logits through Generation (its sampler, its budget call), half the time favouring tokens that open things. */
+function generateJson(tok: Tokenizer, seed: number, maxTokens: number, favourOpeners: boolean): Generation {
+  const rand = mulberry32(seed);
+  const bytes = tokenBytes(tok);
+  const openers = new Set<number>();
+  bytes.forEach((b, id) => {
+    if (b !== null && [...b].some((x) => x === 0x7b || x === 0x5b || x === 0x2c || x === 0x5c || x === 0x22 || x >= 0xc0)) openers.add(id);
+  });
+  const gen = new Generation(tok, [tok.bosId ?? 0], { maxTokens, constraint: jsonObjectConstraint(tok), temperature: 1, topK: 0, topP: 1, minP: 0, seed });
+  while (!gen.done) {
+    const logits = new Float32Array(tok.vocabSize + 3);
+    for (let i = 0; i < logits.length; i++) logits[i] = rand() * 6 + (favourOpeners && openers.has(i) ? 6 : 0);
+    gen.next(logits);
+  }
+  return gen;
+}
+
+function checkGeneration(tok: Tokenizer, seed: number, maxTokens: number, favourOpeners: boolean): void {
+  const gen = generateJson(tok, seed, maxTokens, favourOpeners);
+  assert.ok(gen.tokens.length <= maxTokens);
+  let value: unknown;
+  assert.doesNotThrow(() => (value = JSON.parse(gen.text)), `max_tokens ${maxTokens} (${gen.finishReason}): ${JSON.stringify(gen.text)}`);
+  assert.ok(value !== null && typeof value === 'object' && !Array.isArray(value), gen.text);
+}
+
+test('budget: Generation with JSON mode ends in a JSON object for every max_tokens 2..40 (small byte-level vocabulary)', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.integer({ min: 2, max: 40 }), fc.boolean(), (seed, maxTokens, favour) =>
+      checkGeneration(fake, seed, maxTokens, favour),
+    ),
+    { numRuns: 150, includeErrorInReport: true },
+  );
+});
+
+for (const vocab of ['llama', 'gpt2'] as const) {
+  test(`budget: Generation with JSON mode ends in a JSON object for max_tokens 2..40 (tiny ${vocab} vocabulary)`, () => {
+    const tok = loaded.get(`${vocab}-gguf`)!;
+    assert.deepEqual(missingClosingTokens(tok), [], 'every closing byte is a single token');
+    for (let maxTokens = 2; maxTokens <= 40; maxTokens++) {
+      for (const favour of [false, true]) checkGeneration(tok, maxTokens * 7919 + (favour ? 1 : 0), maxTokens, favour);
+    }
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.integer({ min: 2, max: 40 }), fc.boolean(), (seed, maxTokens, favour) =>
+        checkGeneration(tok, seed, maxTokens, favour),
+      ),
+      { numRuns: 40, includeErrorInReport: true },
+    );
+  });
+}

@@ -24,6 +24,21 @@
  *    the container stack shared and pushes undone on the way back). The resulting allowed/denied
  *    id list is cached per automaton state (bounded), since states inside strings repeat a lot.
  *
+ *  - A token budget (budget(tokensLeft), called by the sampler before each mask(); accept() also
+ *    counts it down) steers to a complete document before max_tokens runs out. closingBytes() is
+ *    the exact least number of bytes that completes the document from a state; a token is allowed
+ *    only if closingBytes() after it <= tokensLeft - 1, taking the worst case that each closing
+ *    byte costs one token. Induction: if closingBytes() <= tokensLeft now, the first byte of a
+ *    cheapest completion, as a single-byte token, keeps it so; the start needs 2 ('{}'), so any
+ *    max_tokens >= 2 ends in a complete document. The walk records closingBytes() after every
+ *    allowed token and the cache keeps its maximum per state, so the cached mask is used as is
+ *    until the budget gets that tight (the last few tokens); then the state is walked again,
+ *    uncached, with the filter. Limits: the guarantee needs single-byte tokens for the closing
+ *    alphabet (CLOSING_BYTES, see missingClosingTokens(); every byte-level and byte-fallback
+ *    vocabulary has all 256). Without them, or with a budget below 2, the filter keeps the least
+ *    bad tokens (fewest closing bytes after) instead of an all -Infinity row, and the output may
+ *    end unfinished as without a budget (finish_reason 'length', `complete` false).
+ *
  * Contract with the sampler: mask() sets the disallowed logits to -Infinity in place and leaves
  * the allowed ones untouched. Logits beyond the tokenizer's vocabulary (padded embedding rows) are
  * always disallowed. If no token at all could continue the document (impossible for a vocabulary
@@ -111,6 +126,60 @@ export class JsonMachine {
 
   get complete(): boolean {
     return this.mode === DONE;
+  }
+
+  /**
+   * The exact least number of bytes that completes the document from this state (0 once complete).
+   * Cheapest completions: finish the open token (a pending escape takes one byte, \uXXXX its
+   * remaining hex digits, a UTF-8 character its remaining continuation bytes, a literal its
+   * remaining letters, a number one digit after '-', '.', 'e' or the exponent's sign), then
+   * whatever the innermost container still needs to be closable (a key string '":0', after a key
+   * ':0', a value '0', after ',' in an object '"":0'), then one closer per open container.
+   * Closing never pushes and never needs whitespace, so the depth and whitespace bounds do not
+   * matter. O(1): only the depth count is read, not the stack.
+   */
+  closingBytes(): number {
+    const d = this.depth;
+    switch (this.mode) {
+      case START:
+        return 2; // {}
+      case OBJ_FIRST:
+      case ARR_FIRST:
+      case AFTER:
+      case NUM_ZERO:
+      case NUM_INT:
+      case NUM_FRAC:
+      case NUM_EXP_DIGITS:
+        return d;
+      case OBJ_KEY:
+        return 4 + d; // "":0
+      case COLON:
+        return 2 + d; // :0
+      case VALUE:
+      case NUM_MINUS:
+      case NUM_DOT:
+      case NUM_EXP:
+      case NUM_EXP_SIGN:
+        return 1 + d; // 0
+      case STR:
+        return this.stringClose() + d;
+      case ESC:
+        return 1 + this.stringClose() + d;
+      case HEX:
+      case UTF8_CONT:
+        return this.aux + this.stringClose() + d;
+      case UTF8_FIRST:
+        return (this.aux & 0xff) + this.stringClose() + d;
+      case LITERAL:
+        return LITERALS[this.aux >> 3]!.length - (this.aux & 7) + d;
+      default:
+        return 0; // DONE
+    }
+  }
+
+  /** Bytes that end the open string and whatever it still owes: '"', or '":0' for a key. */
+  private stringClose(): number {
+    return this.key ? 3 : 1;
   }
 
   /** Feeds every byte; false (state then undefined) at the first rejected byte. */
@@ -355,6 +424,21 @@ export class JsonMachine {
 }
 
 const utf8 = new TextEncoder();
+
+/**
+ * Every byte closingBytes()'s cheapest completions use: quote (string end, escape), colon, the
+ * digit 0 (value, number digit, hex digit), the closers, the letters that finish true/false/null,
+ * and a continuation byte in each lead byte's allowed range (0x80: 0x80..0x8F and 0x80..0x9F;
+ * 0xA0: 0xA0..0xBF and 0x90..0xBF).
+ */
+export const CLOSING_BYTES: readonly number[] = [...utf8.encode('":0}]ruealls'), 0x80, 0xa0].filter((b, i, all) => all.indexOf(b) === i);
+
+/** The bytes of CLOSING_BYTES no single token stands for: where the budget guarantee does not hold. */
+export function missingClosingTokens(tokenizer: Tokenizer): number[] {
+  const single = new Set<number>();
+  for (const b of vocabTables(tokenizer).bytes) if (b !== null && b.length === 1) single.add(b[0]!);
+  return CLOSING_BYTES.filter((b) => !single.has(b));
+}
 const lossyUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
@@ -479,6 +563,8 @@ function buildTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
 interface CachedMask {
   listed: Int32Array;
   listedAreAllowed: boolean;
+  /** the largest closingBytes() after any allowed token: budgets above it filter nothing */
+  maxClosingAfter: number;
 }
 
 interface VocabTables {
@@ -509,6 +595,10 @@ class JsonObjectConstraint implements TokenConstraint {
   /** allowedStamp[id] === stamp marks id allowed in the current walk */
   private readonly allowedStamp: Uint32Array;
   private stamp = 0;
+  /** closingAfter[id]: closingBytes() after token id, for the ids the latest walk allowed */
+  private readonly closingAfter: Int32Array;
+  /** tokens left including the next one (budget()), or Infinity without a budget */
+  private tokensLeft = Infinity;
   // Saved walker state per trie level (level 0 = the current state).
   private readonly saveMode: Int32Array;
   private readonly saveAux: Int32Array;
@@ -528,6 +618,7 @@ class JsonObjectConstraint implements TokenConstraint {
     this.cache = cache;
     this.vocabSize = tokenizer.vocabSize;
     this.allowedStamp = new Uint32Array(this.vocabSize);
+    this.closingAfter = new Int32Array(this.vocabSize);
     const levels = this.tables.trie.maxLevel + 1;
     this.saveMode = new Int32Array(levels);
     this.saveAux = new Int32Array(levels);
@@ -542,6 +633,11 @@ class JsonObjectConstraint implements TokenConstraint {
     return this.machine.complete;
   }
 
+  budget(tokensLeft: number): void {
+    if (!(tokensLeft >= 0) || !Number.isInteger(tokensLeft)) fail('usage', `JSON mode: tokens left must be an integer >= 0, got ${tokensLeft}`);
+    this.tokensLeft = tokensLeft;
+  }
+
   mask(logits: Float32Array): void {
     const { eos } = this.tables;
     if (this.machine.complete) {
@@ -550,10 +646,18 @@ class JsonObjectConstraint implements TokenConstraint {
     }
     const key = this.machine.stateKey();
     let cached = this.cache.get(key);
+    let walked = false; // whether allowedStamp/closingAfter hold this state's walk
     if (cached === undefined) {
       cached = this.walk();
+      walked = true;
       if (this.cache.size >= MASK_CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
       this.cache.set(key, cached);
+    }
+    // Near the end of the budget some allowed tokens would leave more to close than tokens remain.
+    if (this.tokensLeft - 1 < cached.maxClosingAfter) {
+      if (!walked) this.walk();
+      this.keepWithinBudget(logits);
+      return;
     }
     if (cached.listedAreAllowed) {
       // Nothing can continue the document: leave EOS allowed rather than an all -Infinity row.
@@ -571,6 +675,31 @@ class JsonObjectConstraint implements TokenConstraint {
     if (bytes === null || bytes === undefined || !this.machine.feed(bytes)) {
       fail('usage', `JSON mode: token ${id} cannot come next (was it sampled from masked logits?)`);
     }
+    this.tokensLeft--; // a caller that does not call budget() each step still counts down
+  }
+
+  /**
+   * Keeps the tokens of the latest walk after which the document can still be closed in the
+   * tokens left, one closing byte per token: closingBytes(after) <= tokensLeft - 1. If none can
+   * (a budget below what even the start needs, or a vocabulary without single-byte closers), keeps
+   * the least bad ones, those leaving the fewest closing bytes, rather than an all -Infinity row.
+   */
+  private keepWithinBudget(logits: Float32Array): void {
+    const stamp = this.stamp;
+    let least = Infinity;
+    for (let id = 0; id < this.vocabSize; id++) {
+      if (this.allowedStamp[id] === stamp && this.closingAfter[id]! < least) least = this.closingAfter[id]!;
+    }
+    if (least === Infinity) {
+      this.keepOnly(logits, this.tables.eos); // nothing can continue: see mask()
+      return;
+    }
+    const bound = Math.max(this.tokensLeft - 1, least);
+    const kept: number[] = [];
+    for (let id = 0; id < this.vocabSize; id++) {
+      if (this.allowedStamp[id] === stamp && this.closingAfter[id]! <= bound) kept.push(id);
+    }
+    this.keepOnly(logits, kept);
   }
 
   /** Sets every logit to -Infinity except those of `ids`. */
@@ -595,6 +724,7 @@ class JsonObjectConstraint implements TokenConstraint {
     this.savePushedAt[0] = -1;
     const stamp = ++this.stamp === 0xffffffff ? this.resetStamps() : this.stamp;
     let allowedCount = 0;
+    let maxClosingAfter = 0;
     let deepest = 0; // levels 1..deepest hold states whose pushes are applied to w.stack
     const n = byte.length;
     for (let i = 1; i < n; ) {
@@ -621,9 +751,14 @@ class JsonObjectConstraint implements TokenConstraint {
       this.savePushedAt[l] = w.pushedAt;
       this.savePushedOld[l] = w.pushedOld;
       deepest = l;
-      for (let k = idStart[i]!; k < idStart[i + 1]!; k++) {
-        this.allowedStamp[ids[k]!] = stamp;
-        allowedCount++;
+      if (idStart[i]! < idStart[i + 1]!) {
+        const closing = w.closingBytes();
+        if (closing > maxClosingAfter) maxClosingAfter = closing;
+        for (let k = idStart[i]!; k < idStart[i + 1]!; k++) {
+          this.allowedStamp[ids[k]!] = stamp;
+          this.closingAfter[ids[k]!] = closing;
+          allowedCount++;
+        }
       }
       i++;
     }
@@ -635,8 +770,8 @@ class JsonObjectConstraint implements TokenConstraint {
       else if (allowedCount * 2 > this.vocabSize) denied.push(id);
     }
     return allowedCount * 2 > this.vocabSize
-      ? { listed: Int32Array.from(denied), listedAreAllowed: false }
-      : { listed: allowed, listedAreAllowed: true };
+      ? { listed: Int32Array.from(denied), listedAreAllowed: false, maxClosingAfter }
+      : { listed: allowed, listedAreAllowed: true, maxClosingAfter };
   }
 
   private resetStamps(): number {
