@@ -31,9 +31,11 @@
  *    byte costs one token. Induction: if closingBytes() <= tokensLeft now, the first byte of a
  *    cheapest completion, as a single-byte token, keeps it so; the start needs 2 ('{}'), so any
  *    max_tokens >= 2 ends in a complete document. The walk records closingBytes() after every
- *    allowed token and the cache keeps its maximum per state, so the cached mask is used as is
- *    until the budget gets that tight (the last few tokens); then the state is walked again,
- *    uncached, with the filter. Limits: the guarantee needs single-byte tokens for the closing
+ *    allowed token; the cache keeps, per state, its maximum and the tokens that leave more to close
+ *    than the state itself ("raisers", e.g. ',' or '"' or '\\u'). Near the end the cached mask
+ *    is applied and the raisers that do not fit are masked too; only when the budget is below the
+ *    state's own closingBytes() (the guarantee already lost) is the state walked again, uncached,
+ *    for the least bad tokens. Limits: the guarantee needs single-byte tokens for the closing
  *    alphabet (CLOSING_BYTES, see missingClosingTokens(); every byte-level and byte-fallback
  *    vocabulary has all 256). Without them, or with a budget below 2, the filter keeps the least
  *    bad tokens (fewest closing bytes after) instead of an all -Infinity row, and the output may
@@ -565,6 +567,11 @@ interface CachedMask {
   listedAreAllowed: boolean;
   /** the largest closingBytes() after any allowed token: budgets above it filter nothing */
   maxClosingAfter: number;
+  /** how many tokens are allowed */
+  allowedCount: number;
+  /** the allowed tokens that leave more to close than the state itself, and what they leave */
+  raisers: Int32Array;
+  raiserClosing: Int32Array;
 }
 
 interface VocabTables {
@@ -654,11 +661,26 @@ class JsonObjectConstraint implements TokenConstraint {
       this.cache.set(key, cached);
     }
     // Near the end of the budget some allowed tokens would leave more to close than tokens remain.
-    if (this.tokensLeft - 1 < cached.maxClosingAfter) {
-      if (!walked) this.walk();
-      this.keepWithinBudget(logits);
-      return;
+    const bound = this.tokensLeft - 1;
+    let tooCostly = 0;
+    if (bound < cached.maxClosingAfter) {
+      for (const c of cached.raiserClosing) if (c > bound) tooCostly++;
+      // Usually only raisers exceed the bound (it is >= this state's own closingBytes()), and some
+      // token still fits; otherwise walk again and keep the least bad tokens.
+      if (bound < this.machine.closingBytes() || tooCostly === cached.allowedCount) {
+        if (!walked) this.walk();
+        this.keepWithinBudget(logits);
+        return;
+      }
     }
+    this.applyCached(logits, cached);
+    if (tooCostly > 0) {
+      for (let k = 0; k < cached.raisers.length; k++) if (cached.raiserClosing[k]! > bound) logits[cached.raisers[k]!] = -Infinity;
+    }
+  }
+
+  private applyCached(logits: Float32Array, cached: CachedMask): void {
+    const { eos } = this.tables;
     if (cached.listedAreAllowed) {
       // Nothing can continue the document: leave EOS allowed rather than an all -Infinity row.
       this.keepOnly(logits, cached.listed.length > 0 ? cached.listed : eos);
@@ -725,6 +747,9 @@ class JsonObjectConstraint implements TokenConstraint {
     const stamp = ++this.stamp === 0xffffffff ? this.resetStamps() : this.stamp;
     let allowedCount = 0;
     let maxClosingAfter = 0;
+    const closingNow = m.closingBytes();
+    const raisers: number[] = [];
+    const raiserClosing: number[] = [];
     let deepest = 0; // levels 1..deepest hold states whose pushes are applied to w.stack
     const n = byte.length;
     for (let i = 1; i < n; ) {
@@ -758,6 +783,10 @@ class JsonObjectConstraint implements TokenConstraint {
           this.allowedStamp[ids[k]!] = stamp;
           this.closingAfter[ids[k]!] = closing;
           allowedCount++;
+          if (closing > closingNow) {
+            raisers.push(ids[k]!);
+            raiserClosing.push(closing);
+          }
         }
       }
       i++;
@@ -769,9 +798,10 @@ class JsonObjectConstraint implements TokenConstraint {
       if (this.allowedStamp[id] === stamp) allowed[a++] = id;
       else if (allowedCount * 2 > this.vocabSize) denied.push(id);
     }
+    const budgetPart = { maxClosingAfter, allowedCount, raisers: Int32Array.from(raisers), raiserClosing: Int32Array.from(raiserClosing) };
     return allowedCount * 2 > this.vocabSize
-      ? { listed: Int32Array.from(denied), listedAreAllowed: false, maxClosingAfter }
-      : { listed: allowed, listedAreAllowed: true, maxClosingAfter };
+      ? { listed: Int32Array.from(denied), listedAreAllowed: false, ...budgetPart }
+      : { listed: allowed, listedAreAllowed: true, ...budgetPart };
   }
 
   private resetStamps(): number {
