@@ -126,6 +126,8 @@ export function buildProgram(): Command {
     .option('--model-id <id>', 'the model id clients name (default: the model directory or file name)')
     .option('--max-concurrency <n>', 'requests generating at once', positiveInt, 8)
     .option('--max-queue <n>', 'requests waiting at most (429 beyond)', nonNegativeInt, 64)
+    .option('--max-tokens-cap <n>', 'the largest max_tokens a request may ask for (400 beyond)', positiveInt, 4096)
+    .option('--max-body-mb <n>', 'the largest request body in MiB (413 beyond; images arrive as data: URIs)', positiveInt, 20)
     .option('--no-batching', 'one forward per running request instead of one batched decode pass')
     .option('--allow-remote-images', 'fetch http(s) image URLs (default: only data: URIs)')
     .option('--quiet', 'no log line per request')

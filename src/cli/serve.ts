@@ -9,6 +9,8 @@ export interface ServeFlags extends ModelFlags {
   apiKey?: string;
   maxConcurrency: number;
   maxQueue: number;
+  maxTokensCap: number;
+  maxBodyMb: number;
   batching: boolean;
   allowRemoteImages?: boolean;
   modelId?: string;
@@ -25,6 +27,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     port: flags.port,
     maxConcurrency: flags.maxConcurrency,
     maxQueue: flags.maxQueue,
+    maxTokensCap: flags.maxTokensCap,
+    maxBodyBytes: Math.round(flags.maxBodyMb * 2 ** 20),
     batching: flags.batching,
     allowRemoteImages: flags.allowRemoteImages ?? false,
     ...(apiKey !== undefined ? { apiKey } : {}),
