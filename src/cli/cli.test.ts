@@ -88,3 +88,33 @@ test('bad input ends with one clear line and a non-zero exit', () => {
   assertOneLineError(halfpipe('generate', '--model', ctx, '--prompt-ids', '1,2,3,4,5,6,7,8,9,10'), /context/);
   assertOneLineError(halfpipe('bogus'), /unknown command/);
 });
+
+test('serve: answers on the port it prints, exits 0 on SIGTERM; a port in use is one line and a non-zero exit', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--quiet'], { env: { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') } });
+  let err = '';
+  child.stderr.setEncoding('utf8');
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr.on('data', (chunk: string) => {
+      err += chunk;
+      const m = /serving \S+ at (http:\/\/\S+)/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited (${code}) before it was ready: ${err}`)));
+  });
+  try {
+    const health = (await (await fetch(`${url}/health`)).json()) as { status: string };
+    assert.equal(health.status, 'ok');
+    const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny-bigram-v2', prompt: 'The keeper', max_tokens: 4, temperature: 0 }) });
+    assert.equal(r.status, 200);
+    assert.equal(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 4);
+    // The same port again: one line, non-zero exit.
+    const port = new URL(url).port;
+    const again = halfpipe('serve', '--port', port);
+    assertOneLineError({ code: again.code, err: again.err.replace(/^halfpipe: no --model given.*\n/, '') }, new RegExp(`port ${port} .*already in use`));
+  } finally {
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, err);
+  }
+});
