@@ -277,3 +277,45 @@ describe('matmulFloat', () => {
     freeFloatMatrix(packed);
   });
 });
+
+test('several tokens (f16/bf16 rows decoded once per call) equal one call per token bit for bit: specials, subnormals, |x| >= 2^16, odd shapes, 1 and 2 threads', () => {
+  const before = threadCount();
+  try {
+    for (const threads of [1, 2]) {
+      setThreads(threads);
+      for (const dtype of ['f16', 'bf16'] as const) {
+        for (const [rows, cols, special] of [[7, 13, false], [45, 67, true], [9, 520, false]] as const) {
+          const r = rng(rows * 31 + cols);
+          // Normal and subnormal weights; with `special`, an inf and a NaN (f16: the exact-decode matrices).
+          const w = weights(dtype, rows, cols, (o, i) => {
+            if (special && o === 3 && i === 5) return Infinity;
+            if (special && o === 4 && i === 1) return NaN;
+            const v = (r() - 0.5) * 2;
+            return i % 11 === 0 ? v * 2 ** -20 : v;
+          });
+          const tokens = 6;
+          // Token 2 holds a value past 2^16 (the f16 fast path's prescale limit), token 4 subnormal f32s.
+          const x = Float32Array.from({ length: tokens * cols }, (_, i) => {
+            const t = Math.floor(i / cols);
+            const v = r() - 0.5;
+            return t === 2 && i % cols === 1 ? 70000 : t === 4 ? v * 2 ** -130 : v;
+          });
+          const packed = packFloatMatrix(w);
+          try {
+            const together = new Float32Array(tokens * rows);
+            matmulFloat(together, x, tokens, packed);
+            for (let t = 0; t < tokens; t++) {
+              const one = new Float32Array(rows);
+              matmulFloat(one, x.subarray(t * cols, (t + 1) * cols), 1, packed);
+              assert.deepEqual(together.subarray(t * rows, (t + 1) * rows), one, `${dtype} ${rows}x${cols} token ${t}, ${threads} thread(s)`);
+            }
+          } finally {
+            freeFloatMatrix(packed);
+          }
+        }
+      }
+    }
+  } finally {
+    setThreads(before);
+  }
+});

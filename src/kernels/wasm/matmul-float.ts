@@ -27,7 +27,7 @@ import { fail } from '../../core/errors.js';
 import type { Tensor } from '../../core/tensor.js';
 import { loadKernel, wasmHeap } from './heap.js';
 import type { PackedMatrix } from './packed.js';
-import { runRows } from './pool.js';
+import { runRows, threadCount } from './pool.js';
 
 export type FloatType = 'f32' | 'f16' | 'bf16';
 
@@ -139,6 +139,9 @@ export function freeFloatMatrix(w: PackedMatrix): void {
 
 /** Heap scratch for x and out, shared by every call (kernels are synchronous), grown as needed. */
 interface Scratch {
+  /** per-thread f32 tiles of a decoded row group (multi-token f16/bf16) */
+  tilePtr: number;
+  tileBytes: number;
   xPtr: number;
   xBytes: number;
   outPtr: number;
@@ -149,11 +152,16 @@ interface Scratch {
   /** out[0, n) views by n, so that copying the result back allocates nothing (a model has few shapes) */
   outViews: Map<number, Float32Array>;
 }
-const scratch: Scratch = { xPtr: 0, xBytes: 0, outPtr: 0, outBytes: 0, buffer: null, x: new Float32Array(0), out: new Float32Array(0), outViews: new Map() };
+const scratch: Scratch = { tilePtr: 0, tileBytes: 0, xPtr: 0, xBytes: 0, outPtr: 0, outBytes: 0, buffer: null, x: new Float32Array(0), out: new Float32Array(0), outViews: new Map() };
 
-function ensureScratch(xBytes: number, outBytes: number): void {
+function ensureScratch(xBytes: number, outBytes: number, tileBytes: number): void {
   const heap = wasmHeap();
   let changed = false;
+  if (tileBytes > scratch.tileBytes) {
+    if (scratch.tileBytes > 0) heap.free(scratch.tilePtr);
+    scratch.tilePtr = heap.alloc(tileBytes, 64);
+    scratch.tileBytes = tileBytes;
+  }
   if (xBytes > scratch.xBytes) {
     if (scratch.xBytes > 0) heap.free(scratch.xPtr);
     const n = Math.max(xBytes, 2 * scratch.xBytes);
@@ -181,6 +189,8 @@ function ensureScratch(xBytes: number, outBytes: number): void {
 const jobArgs = [0, 0, 0, 0, 0, 0, 0];
 /** Kernel exports by type code; f16 with the full decode is matmul_f16x. */
 const FNS = ['matmul_f32', 'matmul_f16', 'matmul_bf16'];
+/** Multi-token exports by type code (f16/bf16 decoded once per call; the third argument is the per-thread scratch). */
+const TOKENS_FNS = ['', 'matmul_f16_tokens', 'matmul_bf16_tokens'];
 /** Decode masks by type code (the kernel takes them as an argument, see there). */
 const MASKS = [0, 0x8fffe000 | 0, 0xffff0000 | 0];
 const job = { kernel: 'matmul_float', fn: 'matmul_f32', args: jobArgs, rows: 0, rowWork: 0 };
@@ -197,11 +207,15 @@ export function matmulFloat(out: Float32Array, x: Float32Array, tokens: number, 
   if (out.length < tokens * rows) fail('shape', `matmulFloat: out holds ${out.length} values, need ${tokens} x ${rows}`);
   if (tokens === 0 || rows === 0) return;
   const cp = info.cp;
-  ensureScratch(tokens * cp * 4, tokens * rows * 4);
+  // Several tokens over f16/bf16: each row group is decoded once into per-thread f32 scratch and
+  // every token runs the f32 micro-kernel over it (bit-identical to one call per token; see the kernel).
+  const decodeOnce = tokens > 1 && info.code !== TYPE_CODE.f32;
+  const tileBytes = cp * 16;
+  ensureScratch(tokens * cp * 4, tokens * rows * 4, decodeOnce ? tileBytes * threadCount() : 0);
   const sx = scratch.x;
 
   // x into the scratch, padded with zeros to cp per token; f16 prescaled while |x| < 2^16.
-  let exact = info.f16Special ? 1 : 0;
+  let exact = info.f16Special || decodeOnce ? 1 : 0;
   if (info.code === TYPE_CODE.f16 && exact === 0) {
     let big = false;
     for (let t = 0; t < tokens; t++) {
@@ -221,14 +235,14 @@ export function matmulFloat(out: Float32Array, x: Float32Array, tokens: number, 
   }
   if (cp !== cols) for (let t = 0; t < tokens; t++) sx.fill(0, t * cp + cols, (t + 1) * cp);
 
-  job.fn = exact === 1 ? 'matmul_f16x' : FNS[info.code]!;
+  job.fn = decodeOnce ? TOKENS_FNS[info.code]! : exact === 1 ? 'matmul_f16x' : FNS[info.code]!;
   jobArgs[0] = w.ptr;
   jobArgs[1] = rows;
   jobArgs[2] = cp;
   jobArgs[3] = tokens;
   jobArgs[4] = scratch.xPtr;
   jobArgs[5] = scratch.outPtr;
-  jobArgs[6] = MASKS[info.code]!;
+  jobArgs[6] = decodeOnce ? scratch.tilePtr : MASKS[info.code]!;
   job.rows = Math.ceil(rows / 4);
   job.rowWork = 4 * cp * tokens;
   runRows(job);

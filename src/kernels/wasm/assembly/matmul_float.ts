@@ -132,6 +132,52 @@ const T_BF16: i32 = 2;
 }
 
 /**
+ * Several tokens over f16/bf16 weights: each 4-row group is decoded once, exactly, into the f32
+ * packed layout in this thread's scratch (4 * cp f32 at scratch + slot * 16 * cp), and every token
+ * then runs the f32 micro-kernel over it. The products are the same (the raw f16 decode times x
+ * prescaled by 2^112 is the exact product rounded once, as is the exact decode times x) and so are
+ * the lanes and the order of every sum, so this equals one call per token bit for bit, while the
+ * decode is paid once per call instead of once per token. x is NOT prescaled here.
+ */
+// @ts-ignore: decorator
+@inline function runDecoded(type: i32, w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, g0: i32, g1: i32, slot: i32, scratch: usize): void {
+  const blocks = cp >> 3;
+  const groupBytes = <usize>blocks * 64;
+  const xStride = <usize>cp << 2;
+  const outStride = <usize>rows << 2;
+  const tile = scratch + <usize>slot * (<usize>cp << 4);
+  const bfMask = i32x4.splat(<i32>0xFFFF0000);
+  for (let g = g0; g < g1; g++) {
+    const wg = w + <usize>g * groupBytes;
+    // Decode the group: each f16/bf16 row block (64 bytes, 4 rows) becomes 4 rows x 8 f32 (128 bytes).
+    let p = wg;
+    let d = tile;
+    for (let b = 0; b < blocks; b++, p += 64, d += 128) {
+      for (let r: usize = 0; r < 4; r++) {
+        const raw = v128.load(p + (r << 4));
+        if (type == T_BF16) {
+          v128.store(d + (r << 5), i32x4.shl(raw, 16));
+          v128.store(d + (r << 5), v128.and(raw, bfMask), 16);
+        } else {
+          v128.store(d + (r << 5), f16Exact(i32x4.shl(raw, 16)));
+          v128.store(d + (r << 5), f16Exact(raw), 16);
+        }
+      }
+    }
+    const r0 = g << 2;
+    for (let t = 0; t < tokens; t++) store4(out + <usize>t * outStride, r0, rows, group1(T_F32, false, tile, blocks, x + <usize>t * xStride, i32x4.splat(0)));
+  }
+}
+
+export function matmul_f16_tokens(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, scratch: i32, g0: i32, g1: i32, slot: i32): void {
+  runDecoded(T_F16, w, rows, cp, tokens, x, out, g0, g1, slot, <usize>scratch);
+}
+
+export function matmul_bf16_tokens(w: usize, rows: i32, cp: i32, tokens: i32, x: usize, out: usize, scratch: i32, g0: i32, g1: i32, slot: i32): void {
+  runDecoded(T_BF16, w, rows, cp, tokens, x, out, g0, g1, slot, <usize>scratch);
+}
+
+/**
  * out[t*rows + r] = sum_i x[t*cp + i] * W[r, i] for row groups [g0, g1) (rows 4g .. 4g+3 that
  * exist) and every token t < tokens, one export per weight type: f32, bf16, f16 (x prescaled by
  * 2^112) and f16x (full decode, x as it is). Pointers are byte addresses (x and w 16-byte aligned
