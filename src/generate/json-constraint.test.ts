@@ -17,19 +17,11 @@ import type { Tokenizer } from '../text/tokenizer.js';
 import { BYTE_TO_CHAR, CHAR_TO_BYTE } from '../text/byte-level.js';
 import { writeTinyModel } from '../models/tiny.js';
 import { loadModel } from '../models/load.js';
+import { concatBytes, uniform } from '../testing/helpers.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /**
  * A byte-level tokenizer whose token i is the byte string pieces[i], with <s> (BOS), </s> (EOS) and
@@ -54,7 +46,7 @@ class FakeByteTokenizer implements Tokenizer {
   }
   decode(ids: readonly number[], opts: { skipSpecial?: boolean } = {}): string {
     const parts = ids.map((id) => this.bytesOf(id) ?? (opts.skipSpecial ? new Uint8Array(0) : utf8(this.specials[id]!)));
-    return lossy.decode(concat(parts));
+    return lossy.decode(concatBytes(parts));
   }
   tokenText(id: number): string {
     const b = this.bytesOf(id);
@@ -81,7 +73,7 @@ function smallPieces(): Uint8Array[] {
 
 /** A 32k-token byte-level vocabulary shaped like a real one (words, spaces, digits, punctuation, UTF-8). */
 export function syntheticPieces(count: number, seed = 1): Uint8Array[] {
-  const rand = mulberry32(seed);
+  const rand = uniform(seed);
   const seen = new Set<string>();
   const pieces: Uint8Array[] = [];
   const add = (b: Uint8Array): void => {
@@ -116,16 +108,6 @@ export function syntheticPieces(count: number, seed = 1): Uint8Array[] {
   return pieces;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // An independent reference: a plain recursive-descent JSON reader over text that says whether the
@@ -272,7 +254,7 @@ interface DriveResult {
  * that favour the single-byte token of the next closing byte. Stops at EOS.
  */
 function drive(tok: Tokenizer, bytes: readonly (Uint8Array | null)[], seed: number, steps: number, greedy: boolean, finish: boolean, maxDepth?: number): DriveResult {
-  const rand = mulberry32(seed);
+  const rand = uniform(seed);
   const constraint = jsonObjectConstraint(tok, maxDepth === undefined ? {} : { maxDepth });
   const shadow = new JsonMachine(maxDepth);
   const singleByteToken = new Map<number, number>();
@@ -368,7 +350,7 @@ test('depth limit: with maxDepth 2 nothing nests deeper, and the output still fi
 
 /** mask() from the constraint against feeding each token through a copy of the automaton. */
 function checkAgainstBruteForce(tok: Tokenizer, bytes: readonly (Uint8Array | null)[], seed: number, steps: number): void {
-  const rand = mulberry32(seed);
+  const rand = uniform(seed);
   const constraint = jsonObjectConstraint(tok);
   const shadow = new JsonMachine();
   const eos = new Set(tok.eosIds);
@@ -458,7 +440,7 @@ test('automaton: numbers, strings with escapes and unicode, literals, nesting', 
   // Malformed UTF-8 inside strings: lone continuation, overlong, surrogate, beyond U+10FFFF, truncated.
   const q = utf8('{"a":"');
   for (const bad of [[0x80], [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf5], [0xff], [0xe2, 0x82, 0x22]]) {
-    assert.equal(run(concat([q, Uint8Array.from(bad)])), 'rejected', bad.map((b) => b.toString(16)).join(' '));
+    assert.equal(run(concatBytes([q, Uint8Array.from(bad)])), 'rejected', bad.map((b) => b.toString(16)).join(' '));
   }
 });
 
@@ -622,7 +604,7 @@ function shortestCompletion(start: JsonMachine): number {
 
 /** Random accepted walk over BFS_ALPHABET (plus whitespace), favouring bytes that open things. */
 function randomPrefix(seed: number, length: number): JsonMachine {
-  const rand = mulberry32(seed);
+  const rand = uniform(seed);
   const m = new JsonMachine(6);
   const alphabet = [...BFS_ALPHABET, ...utf8('"{[,\\:"u')];
   for (let i = 0; i < length && !m.complete; i++) {
@@ -673,7 +655,7 @@ test('closingBytes equals the brute-force shortest completion (BFS over bytes) o
 test('budget: mask keeps exactly the tokens that can still close in the tokens left (brute force), else the least bad', () => {
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.integer({ min: 0, max: 25 }), (seed, steps) => {
-      const rand = mulberry32(seed);
+      const rand = uniform(seed);
       const constraint = jsonObjectConstraint(fake);
       const shadow = new JsonMachine();
       for (let step = 0; step <= steps && !shadow.complete; step++) {
@@ -728,7 +710,7 @@ test('budget below what the start needs: the least bad tokens, never an all -Inf
 
 /** Random logits through Generation (its sampler, its budget call), half the time favouring tokens that open things. */
 function generateJson(tok: Tokenizer, seed: number, maxTokens: number, favourOpeners: boolean): Generation {
-  const rand = mulberry32(seed);
+  const rand = uniform(seed);
   const bytes = tokenBytes(tok);
   const openers = new Set<number>();
   bytes.forEach((b, id) => {

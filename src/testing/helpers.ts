@@ -32,3 +32,14 @@ export function uniform(seed: number): () => number {
   const next = xorshift(seed);
   return () => next() / 2 ** 32;
 }
+
+/** The bytes of several arrays, one after another. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}

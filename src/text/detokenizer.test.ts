@@ -2,24 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { StreamingDetokenizer } from './detokenizer.js';
+import { concatBytes } from '../testing/helpers.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 // ignoreBOM: a U+FEFF in the middle of a random string must survive decoding like any other character
 const decodeBytes = (b: Uint8Array): string => new TextDecoder('utf-8', { ignoreBOM: true }).decode(b);
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** A fake byte-level BPE tokenizer whose token i is the byte string vocab[i]. */
 function byteLevel(vocab: readonly Uint8Array[]): (ids: readonly number[]) => string {
-  return (ids) => decodeBytes(concat(ids.map((id) => vocab[id]!)));
+  return (ids) => decodeBytes(concatBytes(ids.map((id) => vocab[id]!)));
 }
 
 /** Splits bytes at the given cut points into tokens (each a vocab entry of its own). */
@@ -49,7 +41,7 @@ test('byte-level tokens: streaming yields exactly the full decode, never half a 
           const piece = detok.push(id);
           assert.ok(!piece.includes('\uFFFD'), `U+FFFD emitted for token ${id}: ${JSON.stringify(piece)}`);
           out += piece;
-          const sofar = decodeBytes(concat(vocab.slice(0, id + 1)));
+          const sofar = decodeBytes(concatBytes(vocab.slice(0, id + 1)));
           // a token that ends inside a character is held back whole; at a boundary, everything is out
           if (!sofar.endsWith('\uFFFD')) clean = sofar;
           assert.equal(out, clean, `after token ${id}`);
