@@ -205,7 +205,7 @@ test('attentionWasm is batch invariant: a multi-token call equals one call per t
   }
 });
 
-test('attentionWasm takes q and out as heap views, and delegates to the reference for JS-heap KV or record', () => {
+test('attentionWasm takes q and out as heap views, delegates to the reference for JS-heap KV, and fills a record like the reference', () => {
   setThreads(1);
   const c = { nHeads: 4, nKvHeads: 2, headDim: 20, kvDtype: 'f16' as const, past: 10, tokens: 2, seed: 400 };
   const { cache, params } = setup(c);
@@ -230,12 +230,20 @@ test('attentionWasm takes q and out as heap views, and delegates to the referenc
     const ref = new Float32Array(n);
     attention({ ...params, out: ref });
     assert.deepEqual(run({ ...params, keys: jsKv(params.keys), values: jsKv(params.values) }), ref);
-    // record: the reference fills it.
-    const record = { scores: new Float32Array(2 * 4 * 12), probs: new Float32Array(2 * 4 * 12) };
+    // record: the same output as without one; scores and probabilities where the reference puts
+    // them (0 where a token does not attend), equal to it within f32 dot-product rounding.
+    const size = c.tokens * c.nHeads * params.length;
+    const record = { scores: new Float32Array(size).fill(NaN), probs: new Float32Array(size).fill(NaN) };
+    const want = { scores: new Float32Array(size), probs: new Float32Array(size) };
+    attention({ ...params, out: new Float32Array(n), record: want });
     const out = new Float32Array(n);
     attentionWasm({ ...params, out, record });
-    assert.deepEqual(out, ref);
-    assert.ok(record.probs.some((x) => x > 0));
+    assert.deepEqual(out, expected);
+    for (let i = 0; i < size; i++) {
+      assert.ok(Math.abs(record.scores[i]! - want.scores[i]!) <= 1e-5 * (1 + Math.abs(want.scores[i]!)), `score ${i}: ${record.scores[i]} vs ${want.scores[i]}`);
+      assert.ok(Math.abs(record.probs[i]! - want.probs[i]!) <= 1e-5, `probability ${i}: ${record.probs[i]} vs ${want.probs[i]}`);
+      if (want.probs[i] === 0) assert.equal(record.probs[i], 0);
+    }
   } finally {
     cache.dispose();
   }

@@ -15,8 +15,9 @@
  * batch (a multi-token call equals one call per token).
  *
  * Memory: keys.data and values.data must be views of the wasm heap (a KvCache with
- * storage 'wasm'); otherwise, and whenever `record` is given (a debugging path), this delegates to
- * the reference (copying a whole cache into the heap on every call would cost more than it saves).
+ * storage 'wasm'); otherwise this delegates to the reference (copying a whole cache into the heap
+ * on every call would cost more than it saves). A `record` (the numerics monitor's scores and
+ * probabilities) is filled by the kernel as it goes, through heap scratch.
  * q, positions and out are copied through heap scratch unless q / out already are heap views.
  */
 import type { DType } from '../../core/dtype.js';
@@ -43,15 +44,11 @@ function ensureScratch(bytes: number): number {
 
 const up64 = (n: number): number => Math.ceil(n / 64) * 64;
 
-const jobArgs: number[] = new Array<number>(19).fill(0);
+const jobArgs: number[] = new Array<number>(22).fill(0);
 const job = { kernel: 'attention', fn: 'attn_rows', args: jobArgs, rows: 0, rowWork: 0 };
 
 /** out = attention(q, K, V) as `attention` (src/ops/attention.ts) computes it, in WASM SIMD. */
 export function attentionWasm(p: AttentionParams): void {
-  if (p.record) {
-    attention(p);
-    return;
-  }
   const maxPos = checkAttention(p);
   const heap = wasmHeap();
   const { out, q, keys, values, positions, nHeads, nKvHeads, headDim } = p;
@@ -74,7 +71,12 @@ export function attentionWasm(p: AttentionParams): void {
   const qOff = posOff + up64(tokens * 4);
   const outOff = qOff + (qIn === undefined ? up64(n * 4) : 0);
   const slotOff = outOff + (outIn === undefined ? up64(n * 4) : 0);
-  const base = ensureScratch(slotOff + slots * slotBytes);
+  // A probe's record: (tokens, nHeads, length) scores and probabilities, 0 where not attended.
+  const record = p.record;
+  const recN = record ? tokens * nHeads * p.length : 0;
+  const recOff = slotOff + slots * slotBytes;
+  const base = ensureScratch(recOff + 2 * up64(recN * 4));
+  if (record) heap.u8(base + recOff, 2 * up64(recN * 4)).fill(0);
   new Int32Array(heap.buffer, base + posOff, tokens).set(positions);
   const qPtr = qIn ?? base + qOff;
   if (qIn === undefined) heap.f32(qPtr, n).set(q.length === n ? q : q.subarray(0, n));
@@ -99,9 +101,16 @@ export function attentionWasm(p: AttentionParams): void {
   jobArgs[16] = base + slotOff;
   jobArgs[17] = slotBytes;
   jobArgs[18] = maxLen;
+  jobArgs[19] = record ? base + recOff : 0;
+  jobArgs[20] = record ? base + recOff + up64(recN * 4) : 0;
+  jobArgs[21] = p.length;
   job.rows = tokens * nHeads;
   // Work of the longest row: a dot and a weighted sum per visible position.
   job.rowWork = 2 * maxLen * headDim;
   runRows(job);
   if (outIn === undefined) out.set(heap.f32(outPtr, n));
+  if (record) {
+    record.scores.set(heap.f32(base + recOff, recN));
+    record.probs.set(heap.f32(base + recOff + up64(recN * 4), recN));
+  }
 }

@@ -283,12 +283,15 @@ function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
  * q, out: (tokens, nHeads, headDim) f32. k, v: kv head g's position j at (g * stride + j * headDim)
  * elements (f32 or f16 by kType / vType). positions: i32 per token. window 0: none.
  * scratch + slot * slotBytes: f64 scores then f32 probabilities, maxLen each.
+ * recScores / recProbs (0: none): row r's scores (after scaling and rounding) and probabilities
+ * as f32 at [r * recLen + position] (the monitor's record; positions not attended stay as they are).
  */
 export function attn_rows(
   q: usize, out: usize, k: usize, v: usize, kStride: i32, vStride: i32, positions: usize,
   nHeads: i32, group: i32, headDim: i32, window: i32, scale: f64,
   kType: i32, vType: i32, sType: i32, pType: i32,
   scratch: usize, slotBytes: i32, maxLen: i32,
+  recScores: usize, recProbs: usize, recLen: i32,
   r0: i32, r1: i32, slot: i32,
 ): void {
   const scores = scratch + <usize>slot * <usize>slotBytes;
@@ -312,6 +315,7 @@ export function attn_rows(
       let s = <f64>dot * scale;
       if (sType != T_F32) s = <f64>roundAs(<f32>s, sType);
       store<f64>(scores + (<usize>j << 3), s);
+      if (recScores != 0) store<f32>(recScores + ((<usize>r * <usize>recLen + <usize>(lo + j)) << 2), <f32>s);
       if (s > top) top = s;
     }
     let sum: f64 = 0;
@@ -323,6 +327,7 @@ export function attn_rows(
     for (let j = 0; j < cnt; j++) {
       store<f32>(probs + (<usize>j << 2), roundAs(<f32>(load<f64>(scores + (<usize>j << 3)) / sum), pType));
     }
+    if (recProbs != 0) memory.copy(recProbs + ((<usize>r * <usize>recLen + <usize>lo) << 2), probs, <usize>cnt << 2);
 
     const vRows = v + (<usize>g * <usize>vStride + <usize>lo * <usize>headDim) * ves;
     const outRow = out + <usize>r * <usize>headDim * 4;
