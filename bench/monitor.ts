@@ -42,6 +42,8 @@ const rows: string[] = [];
 const shapes = [
   { name: 'tiny (dim 64, 2 layers)', set: {} },
   { name: 'small (dim 256, 4 layers, mlp 688)', set: { hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 } },
+  // bench:decode's ~97M llama: a step costs what real models' steps cost per layer, so the fixed per-probe work weighs less.
+  { name: '~97M (dim 768, 14 layers, mlp 2304)', set: { hidden_size: 768, intermediate_size: 2304, num_hidden_layers: 14, num_attention_heads: 12, num_key_value_heads: 4 } },
 ];
 for (const shape of shapes) {
   for (const policy of ['f32', 'safe-f16']) {
