@@ -276,7 +276,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       if (!(model instanceof LlavaModel)) throw new ApiError(400, `the model '${modelId}' does not take images (it is ${model.info.architecture}, not LLaVA)`, parsed.images[0]!.param);
       const images = await Promise.all(parsed.images.map((r) => loadImageUrl(r.url, imageOpts, r.param)));
       if (res.destroyed) return;
-      const prepared = model.prepare({ messages }, images);
+      // Encoded a layer at a time, with turns for the event loop: the other requests keep decoding.
+      const prepared = await model.prepareAsync({ messages }, images);
+      if (res.destroyed) return;
       await generate(req, res, 'chat', parsed, prepared.ids, { session: () => model.session(prepared), guard: model.imageGuard(prepared) }, note);
       return;
     }

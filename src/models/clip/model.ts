@@ -314,20 +314,44 @@ export class ClipVisionModel {
    * states side by side in featureLayers order.
    */
   encode(pixels: Float32Array): Float32Array {
-    if (this.kernels !== 'wasm') return this.run(pixels, undefined);
-    // K and V of one layer in the heap, [head][position][headDim] each, reused by every layer.
-    const { numPatches } = patchGrid(this.config);
-    const heap = wasmHeap();
-    const kvPtr = heap.alloc(2 * (numPatches + 1) * this.config.dim * 4, 64);
+    const kv = this.stageKv();
     try {
-      return this.run(pixels, kvPtr);
+      const steps = this.run(pixels, kv);
+      for (let r = steps.next(); ; r = steps.next()) if (r.done) return r.value;
     } finally {
-      heap.free(kvPtr);
+      if (kv !== undefined) wasmHeap().free(kv);
     }
   }
 
-  /** encode() with attention in the reference loops (heapKv undefined) or on the WASM kernel, K and V staged at heapKv. */
-  private run(pixels: Float32Array, heapKv: number | undefined): Float32Array {
+  /**
+   * encode(), giving the event loop a turn after every layer, so that a server keeps serving the
+   * other requests while an image is encoded. The same result, bit for bit.
+   */
+  async encodeAsync(pixels: Float32Array): Promise<Float32Array> {
+    const kv = this.stageKv();
+    try {
+      const steps = this.run(pixels, kv);
+      for (let r = steps.next(); ; r = steps.next()) {
+        if (r.done) return r.value;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      if (kv !== undefined) wasmHeap().free(kv);
+    }
+  }
+
+  /** With the WASM kernels: heap room for one layer's K and V, [head][position][headDim] each, reused by every layer. */
+  private stageKv(): number | undefined {
+    if (this.kernels !== 'wasm') return undefined;
+    const { numPatches } = patchGrid(this.config);
+    return wasmHeap().alloc(2 * (numPatches + 1) * this.config.dim * 4, 64);
+  }
+
+  /**
+   * encode() with attention in the reference loops (heapKv undefined) or on the WASM kernel, K and
+   * V staged at heapKv; yields after each layer and returns the features.
+   */
+  private *run(pixels: Float32Array, heapKv: number | undefined): Generator<void, Float32Array> {
     const c = this.config;
     const w = this.weights;
     const { dim, hiddenDim, nHeads, patchSize: p, imageSize: size, layerNormEps: eps } = c;
@@ -443,6 +467,7 @@ export class ClipVisionModel {
       for (let i = 0; i < n * dim; i++) x[i] = x[i]! + proj[i]!;
       this.emit('vision.residual_2', l, x, [n, dim]);
       save(l + 1);
+      yield;
     }
     return out;
   }

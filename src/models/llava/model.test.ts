@@ -334,3 +334,22 @@ test('trace: a non-finite value planted in a vision op is the first bad op, in i
   assert.equal(seg.firstNonFinite!.probe, 'vision.fc1');
   assert.deepEqual(validateTraceJson(JSON.parse(JSON.stringify(traceJson(trace.report, trace.analyses)))), []);
 });
+
+test('prepareAsync (a layer at a time, with event-loop turns) equals prepare bit for bit; other work runs meanwhile', async () => {
+  writeTinyLlava({ format: 'hf', out: join(dir, 'next-async'), seed: 6 }, 'llava_next');
+  const next = asLlava(await loadModel(join(dir, 'next-async'), { policy: 'f32' }));
+  for (const model of [hf, gguf, next, asLlava(await loadModel(join(dir, 'hf'), { policy: 'f32', kernels: 'reference' }))]) {
+    const images = [image(70, 50, 1), image(40, 90, 2)];
+    const prompt = 'USER: <image> and <image>\nWhich is brighter? ASSISTANT:';
+    const want = model.prepare(prompt, images);
+    let turns = 0;
+    const ticker = setInterval(() => turns++, 0);
+    const got = await model.prepareAsync(prompt, images);
+    clearInterval(ticker);
+    assert.deepEqual(got.ids, want.ids);
+    assert.deepEqual(got.spans, want.spans);
+    assert.deepEqual(got.embeddings, want.embeddings);
+    assert.ok(turns > 0, 'timers ran while the images were encoded');
+  }
+  await assert.rejects(hf.prepareAsync(PROMPT, []), (e) => e instanceof HalfpipeError && /image/.test(e.message));
+});

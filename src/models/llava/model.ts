@@ -36,6 +36,8 @@ export interface ImageEncoder {
   /** the text model's embedding width: every feature row has this many values */
   readonly dim: number;
   encodeImage(image: RgbImage): Float32Array;
+  /** encodeImage, giving the event loop turns while it works (a server's other requests go on) */
+  encodeImageAsync?(image: RgbImage): Promise<Float32Array>;
   /**
    * The same encoder (shared weights) with a numerics probe on every vision and projector op
    * and/or another precision policy; absent when the encoder has no probes (trace then records
@@ -71,11 +73,27 @@ export class ClipImageEncoder implements ImageEncoder {
 
   encodeImage(image: RgbImage): Float32Array {
     if (!this.next) return this.tile(preprocess(image, this.processor).pixels);
+    const { patches, pack } = this.anyres(image);
+    return pack(patches.map((p) => this.tile(p)));
+  }
+
+  async encodeImageAsync(image: RgbImage): Promise<Float32Array> {
+    const tile = async (pixels: Float32Array) => this.projector.project(await this.vision.encodeAsync(pixels), this.vision.outputRows);
+    if (!this.next) return tile(preprocess(image, this.processor).pixels);
+    const { patches, pack } = this.anyres(image);
+    const tiles: Float32Array[] = [];
+    for (const p of patches) tiles.push(await tile(p));
+    return pack(tiles);
+  }
+
+  /** LLaVA-NeXT: the anyres tiles of an image, and how their features are packed. */
+  private anyres(image: RgbImage): { patches: Float32Array[]; pack: (tiles: Float32Array[]) => Float32Array } {
+    const next = this.next!;
     const { imageSize, patchSize } = this.vision.config;
     if (this.vision.strategy !== 'default') fail('config', "LLaVA-NeXT packing needs vision_feature_select_strategy 'default'");
-    const { patches } = anyresPatches(image, this.processor, this.next.gridPinpoints, imageSize);
-    const layout = nextLayout(image.height, image.width, this.next.gridPinpoints, imageSize, patchSize);
-    return packNextFeatures(patches.map((p) => this.tile(p)), layout, this.next.newline, this.dim);
+    const { patches } = anyresPatches(image, this.processor, next.gridPinpoints, imageSize);
+    const layout = nextLayout(image.height, image.width, next.gridPinpoints, imageSize, patchSize);
+    return { patches, pack: (tiles) => packNextFeatures(tiles, layout, next.newline, this.dim) };
   }
 }
 
@@ -215,6 +233,20 @@ export class LlavaModel extends TextModel {
     const dim = this.model.config.dim;
     const expanded = expandAt(ids, positions, features.map((f) => f.length / dim), this.imageTokenId);
     return { ...expanded, embeddings: expanded.spans.map((s) => ({ at: s.at, data: features[s.image]! })) };
+  }
+
+  /**
+   * prepare(), with the images encoded by encodeImageAsync where the encoder has it: the event loop
+   * gets turns while they are encoded (a server's other requests go on). The same result.
+   */
+  async prepareAsync(prompt: Prompt, images: readonly ImageInput[] = []): Promise<PreparedPrompt> {
+    const { ids, positions } = this.placeholderIds(prompt);
+    // Cheap check first, as prepare does: a count mismatch fails before any image is encoded.
+    if (positions.length !== images.length) expandAt(ids, positions, images.map(() => 1), this.imageTokenId);
+    const rgbs = images.map(toRgb);
+    const features: Float32Array[] = [];
+    for (const rgb of rgbs) features.push(this.encoder.encodeImageAsync ? await this.encoder.encodeImageAsync(rgb) : this.encoder.encodeImage(rgb));
+    return this.prepare(prompt, rgbs, (_, k) => features[k]!);
   }
 
   /** A session of `model` (default: this one's) with the prepared images in place. */
