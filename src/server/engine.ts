@@ -61,6 +61,13 @@ export class QueueFullError extends HalfpipeError {
   }
 }
 
+/** submit() refused: the prompt does not fit the model's context (HTTP 400 context_length_exceeded). */
+export class ContextLengthError extends HalfpipeError {
+  constructor(promptTokens: number, context: number) {
+    super('usage', `the prompt has ${promptTokens} tokens but the context holds ${context}`);
+  }
+}
+
 /** submit() refused: the engine is shutting down (HTTP 503). */
 export class ShuttingDownError extends HalfpipeError {
   constructor() {
@@ -119,7 +126,7 @@ export class Engine {
     if (this.closing) return Promise.reject(new ShuttingDownError());
     const context = this.model.config.contextLength;
     const maxTokens = request.options.maxTokens ?? 128;
-    if (request.promptIds.length > context) fail('usage', `the prompt has ${request.promptIds.length} tokens but the context holds ${context}`);
+    if (request.promptIds.length > context) throw new ContextLengthError(request.promptIds.length, context);
     // The budget is cut to what the context has room for (the finish reason is then 'length').
     const options = { ...request.options, maxTokens: Math.min(maxTokens, context - request.promptIds.length) };
     const gen = new Generation(this.model.tokenizer, request.promptIds, options);

@@ -10,7 +10,7 @@ import { HalfpipeError } from '../core/errors.js';
 import type { GeneratedToken, GenerateOptions, FinishReason } from '../generate/generate.js';
 import { CHAR_TO_BYTE } from '../text/byte-level.js';
 import type { Tokenizer } from '../text/tokenizer.js';
-import { QueueFullError, ShuttingDownError } from './engine.js';
+import { ContextLengthError, QueueFullError, ShuttingDownError } from './engine.js';
 
 /** An error with its HTTP status and OpenAI's {message, type, param, code}. */
 export class ApiError extends Error {
@@ -36,7 +36,7 @@ export function toApiError(e: unknown): ApiError {
   if (e instanceof ShuttingDownError) return new ApiError(503, e.message, null, 'server_shutting_down', 'server_error');
   if (e instanceof HalfpipeError) {
     if (e.code === 'numerics') return new ApiError(500, e.message, null, 'numerics_error', 'server_error');
-    if (/context holds/.test(e.message)) return new ApiError(400, e.message, 'messages', 'context_length_exceeded');
+    if (e instanceof ContextLengthError) return new ApiError(400, e.message, 'messages', 'context_length_exceeded');
     return new ApiError(400, e.message);
   }
   return new ApiError(500, `internal error: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, null, 'internal_error', 'server_error');

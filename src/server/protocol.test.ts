@@ -14,7 +14,7 @@ import { PNG } from 'pngjs';
 import { HalfpipeError } from '../core/errors.js';
 import { loadModel, type TextModel } from '../models/load.js';
 import { writeTinyModel } from '../models/tiny.js';
-import { QueueFullError, ShuttingDownError } from './engine.js';
+import { ContextLengthError, QueueFullError, ShuttingDownError } from './engine.js';
 import { startServer } from './http.js';
 import { loadImageUrl } from './images.js';
 import { ApiError, chatLogprobs, completionLogprobs, parseChatRequest, parseCompletionRequest, parseJsonBody, TokenTexts, toApiError } from './openai.js';
@@ -164,7 +164,8 @@ test('engine errors map to statuses: numerics 500, full queue 429, shutdown 503,
   const usage = toApiError(new HalfpipeError('usage', 'temperature must be a finite number'));
   assert.deepEqual([usage.status, usage.type], [400, 'invalid_request_error']);
   assert.equal(toApiError(new HalfpipeError('config', 'this model has no chat template')).status, 400);
-  assert.equal(toApiError(new HalfpipeError('usage', 'the prompt has 9 tokens but the context holds 8')).code, 'context_length_exceeded');
+  assert.equal(toApiError(new ContextLengthError(9, 8)).code, 'context_length_exceeded');
+  assert.equal(toApiError(new HalfpipeError('usage', 'the prompt has 9 tokens but the context holds 8')).code, null);
   const internal = toApiError(new TypeError('x is undefined\nat line 3'));
   assert.deepEqual([internal.status, internal.type, internal.message.includes('\n')], [500, 'server_error', false]);
   const passed = new ApiError(404, 'gone', 'model', 'model_not_found');
