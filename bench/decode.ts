@@ -133,7 +133,7 @@ console.log(
   `decode bench: ${model90m()} random llama, prefill ${PREFILL} tokens, decode ${DECODE} tokens, halfpipe --kernels ${KERNELS}, llama.cpp F32 KV cache, both on the same thread count; WASM SIMD read bandwidth ${bw} (256 MiB)`,
 );
 console.log('');
-console.log(`| weights | file | threads | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | decode vs ${THREADS[0]} thread(s) | weight GB/s (halfpipe decode) | of WASM read bandwidth | peak RSS / (weights + KV), own process, 1 thread |`);
+console.log(`| weights | file | threads | halfpipe prefill tok/s | llama.cpp prefill tok/s | ratio | halfpipe decode tok/s | llama.cpp decode tok/s | ratio | decode vs ${THREADS[0]} thread(s) | weight GB/s (halfpipe decode) | of WASM read bandwidth | peak RSS / (weights + KV), own process, default threads |`);
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(r);
 
