@@ -92,6 +92,16 @@ test('image prompts read in the same passes as text requests give what they give
   assert.ok(batched.stats.decodePasses < batched.stats.decodeRows);
 });
 
+test('a pass the batch refuses as a whole is redone one sequence at a time: every request still completes, as alone', async () => {
+  // A session of another LlamaModel object (same weights) cannot share a pass with the engine's.
+  const other = model.withOptions({});
+  const odd = (i: number): EngineRequest => ({ ...request(i), session: () => other.newSession() });
+  const alone = new Engine(model, { batching: false, maxConcurrency: 1 });
+  const want = [summary(await alone.submit(odd(0))), summary(await alone.submit(request(1)))];
+  const batched = new Engine(model, { maxConcurrency: 2 });
+  assert.deepEqual((await Promise.all([batched.submit(odd(0)), batched.submit(request(1))])).map(summary), want);
+});
+
 test('a non-finite step fails its own request with the op named; the others go on', async () => {
   const stress = await loadModel(writeTinyModel({ arch: 'llava', format: 'hf', out: join(dir, 'stress'), seed: 0, stress: 'image-overflow' }).path, { policy: 'naive-f16' });
   const llava = stress as import('../models/llava/model.js').LlavaModel;

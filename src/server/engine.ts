@@ -212,10 +212,11 @@ export class Engine {
     if (this.batching && entries.length > 1) {
       try {
         batch = forwardBatch(entries.map(({ seq, tokens }) => ({ session: seq.session!, tokens })));
-      } catch (err) {
-        // A pass that fails as a whole (it should not) fails every sequence in it, not the server.
-        for (const { seq } of entries) this.fail(seq, err);
-        return;
+      } catch {
+        // A pass that fails as a whole (it should not: every entry is checked before anything
+        // runs, and a cache commits its positions only at the end) is redone one sequence at a
+        // time below, so that only the sequence at fault fails.
+        batch = undefined;
       }
     }
     entries.forEach(({ seq, tokens }, i) => {
