@@ -45,7 +45,7 @@ export { ropeAccuracyReport, pairErrorUlps, type RopeMethod, type RopeAccuracyRo
 // ---- text generation -------------------------------------------------------------------------
 export { loadModel, TextModel, type LoadOptions, type ModelInfo, type Prompt } from './models/load.js';
 export { writeTinyModel, type TinyOptions, TINY_QUANTS } from './models/tiny.js';
-export { LlamaModel, LlamaSession, decodeBatch, type LlamaModelOptions, type LlamaProbe, LLAMA_PROBE_NAMES } from './models/llama/model.js';
+export { LlamaModel, LlamaSession, decodeBatch, forwardBatch, type LlamaModelOptions, type LlamaProbe, LLAMA_PROBE_NAMES } from './models/llama/model.js';
 export { llamaConfigFromHf, type LlamaConfig } from './models/llama/config.js';
 export { llamaConfigFromGguf, llamaWeightsFromGguf } from './models/llama/gguf.js';
 export type { LlamaWeights, Matrix, QuantizedMatrix } from './models/llama/weights.js';
