@@ -6,7 +6,8 @@ import { rmsNorm } from '../../ops/rmsnorm.js';
 import { softmaxInPlace } from '../../ops/softmax.js';
 import { swiglu } from '../../ops/swiglu.js';
 import { errorText, uniform, xorshift } from '../../testing/helpers.js';
-import { rmsNormWasm, roundF32ArrayWasm, softmaxWasm, swigluWasm } from './elementwise.js';
+import { layerNorm, quickGelu } from '../../models/clip/model.js';
+import { addBiasWasm, addWasm, layerNormWasm, quickGeluWasm, rmsNormWasm, roundF32ArrayWasm, softmaxWasm, swigluWasm } from './elementwise.js';
 import { wasmHeap } from './heap.js';
 import { poolReady, setMinChunkWork, setThreads } from './pool.js';
 
@@ -322,5 +323,178 @@ describe('elementwise wasm kernels', () => {
     assert.match(errorText(() => roundF32ArrayWasm(x, 5, 'f16')), /^shape: /);
     assert.match(errorText(() => roundF32ArrayWasm(x, -1, 'f16')), /^shape: /);
     assert.match(errorText(() => roundF32ArrayWasm(x, 2, 'f8' as DType)), /^dtype: /);
+  });
+  /** got and want hold the same f32 bits (NaN payloads aside). */
+  function assertBits(got: Float32Array, want: Float32Array, where: string): void {
+    assert.equal(got.length, want.length, `${where}: length`);
+    for (let i = 0; i < want.length; i++) {
+      if (!Object.is(got[i], want[i])) assert.fail(`${where}: [${i}] got ${got[i]}, want ${want[i]}`);
+    }
+  }
+
+  test('layerNormWasm equals layerNorm (CLIP) bit for bit on random odd shapes, scales and offsets (plain, heap, in place; 1 and 2 threads)', async () => {
+    await withThreads((threads) => {
+      const r = uniform(41 + threads);
+      for (let k = 0; k < 60; k++) {
+        const rows = Math.floor(r() * 9);
+        const dim = 1 + Math.floor(r() * (k < 45 ? 70 : 3000));
+        const scale = [1, 1e-20, 1e18, 3e-39][k % 4]!;
+        const x = randomArray(r, rows * dim + 3, scale);
+        // A large common offset makes the variance sum cancel: the order of the sums shows there.
+        if (k % 5 === 1) for (let i = 0; i < x.length; i++) x[i] = x[i]! + 1000 * scale;
+        const w = randomArray(r, dim, 2);
+        const b = randomArray(r, dim, 0.5);
+        const eps = k % 3 === 0 ? 1e-6 : 1e-5;
+        const want = new Float32Array(x.length).fill(7);
+        layerNorm(want, x, w, b, eps, rows, dim);
+        const where = `rows ${rows} dim ${dim} scale ${scale} threads ${threads}`;
+        const got = new Float32Array(x.length).fill(7);
+        layerNormWasm(got, x, w, b, eps, rows, dim);
+        assertBits(got, want, `${where} plain`);
+        const inPlace = x.slice();
+        layerNormWasm(inPlace, inPlace, w, b, eps, rows, dim);
+        assertBits(inPlace.subarray(0, rows * dim), want.subarray(0, rows * dim), `${where} in place`);
+        const hx = inHeap(x);
+        const hout = inHeap(new Float32Array(x.length).fill(7));
+        try {
+          layerNormWasm(hout.view, hx.view, w, b, eps, rows, dim);
+          assertBits(hout.view, want, `${where} heap`);
+          layerNormWasm(hx.view, hx.view, w, b, eps, rows, dim);
+          assertBits(hx.view.subarray(0, rows * dim), want.subarray(0, rows * dim), `${where} heap in place`);
+        } finally {
+          wasmHeap().free(hx.ptr);
+          wasmHeap().free(hout.ptr);
+        }
+      }
+      // NaN and inf in a row make the whole row NaN, as in the reference.
+      const x = new Float32Array([1, NaN, 2, 3, Infinity, 4, 5, 6]);
+      const w = new Float32Array(4).fill(1);
+      const b = new Float32Array(4);
+      const want = new Float32Array(8);
+      layerNorm(want, x, w, b, 1e-5, 2, 4);
+      const got = new Float32Array(8);
+      layerNormWasm(got, x, w, b, 1e-5, 2, 4);
+      assertBits(got, want, 'NaN / inf rows');
+    });
+  });
+
+  test('layerNormWasm: a row gives the same bits alone or among others, on 1 or 2 threads', async () => {
+    const r = uniform(6);
+    const rows = 37;
+    const dim = 771;
+    const x = randomArray(r, rows * dim, 3);
+    const w = randomArray(r, dim);
+    const b = randomArray(r, dim);
+    const results: Float32Array[] = [];
+    await withThreads(() => {
+      const all = new Float32Array(rows * dim);
+      layerNormWasm(all, x, w, b, 1e-5, rows, dim);
+      const single = new Float32Array(rows * dim);
+      for (let t = 0; t < rows; t++) layerNormWasm(single.subarray(t * dim, (t + 1) * dim), x.subarray(t * dim, (t + 1) * dim), w, b, 1e-5, 1, dim);
+      assert.deepEqual(all, single);
+      results.push(all);
+    });
+    assert.deepEqual(results[0], results[1]);
+  });
+
+  test('layerNormWasm rejects bad shapes', () => {
+    const x = new Float32Array(8);
+    const w = new Float32Array(4);
+    for (const [rows, dim, wl, bl] of [[2, 0, 4, 4], [-1, 4, 4, 4], [1.5, 4, 4, 4], [2, 4, 3, 4], [2, 4, 4, 5], [3, 4, 4, 4]] as const) {
+      assert.match(errorText(() => layerNormWasm(x, x, new Float32Array(wl), new Float32Array(bl), 1e-5, rows, dim)), /^shape: /);
+    }
+    layerNormWasm(x, x, w, w, 1e-5, 0, 4);
+  });
+
+  test('quickGeluWasm is within 1 ulp of quickGelu on random data, a dense grid and edge values (plain, heap, in place; 1 and 2 threads)', async () => {
+    await withThreads((threads) => {
+      const r = uniform(51 + threads);
+      const cases: Float32Array[] = [new Float32Array(SPECIAL)];
+      for (let k = 0; k < 30; k++) cases.push(randomArray(r, Math.floor(r() * (k < 20 ? 50 : 20000)), [4, 30, 500, 1e-30][k % 4]!));
+      // Every x on a dense grid of [-480, 480] (1.702 x crosses exp's range reduction boundaries and its underflow).
+      const grid = new Float32Array(480001);
+      for (let i = 0; i < grid.length; i++) grid[i] = (i - 240000) / 500;
+      cases.push(grid);
+      let maxUlp = 0;
+      for (const x of cases) {
+        const n = x.length;
+        const where = `n ${n} threads ${threads}`;
+        const want = new Float32Array(n);
+        for (let i = 0; i < n; i++) want[i] = quickGelu(x[i]!);
+        const got = new Float32Array(n);
+        quickGeluWasm(got, x);
+        maxUlp = Math.max(maxUlp, assertUlp(got, want, n, `${where} plain`));
+        const inPlace = x.slice();
+        quickGeluWasm(inPlace, inPlace);
+        assertBits(inPlace, got, `${where} in place`);
+        const h = inHeap(x);
+        try {
+          quickGeluWasm(h.view, h.view);
+          assertBits(h.view, got, `${where} heap in place`);
+        } finally {
+          wasmHeap().free(h.ptr);
+        }
+      }
+      // n shorter than the arrays: the rest stays.
+      const x = randomArray(r, 10, 5);
+      const got = new Float32Array(10).fill(9);
+      quickGeluWasm(got, x, 7);
+      for (let i = 0; i < 10; i++) assert.equal(got[i], i < 7 ? Math.fround(quickGelu(x[i]!)) : 9);
+    });
+  });
+
+  test('quickGeluWasm rejects a bad n', () => {
+    const a = new Float32Array(4);
+    for (const n of [5, -1, 1.5]) assert.match(errorText(() => quickGeluWasm(a, a, n)), /^shape: /);
+    assert.match(errorText(() => quickGeluWasm(a, new Float32Array(3))), /^shape: /);
+  });
+
+  test('addBiasWasm and addWasm equal the plain f32 loops bit for bit (random odd shapes, edge values, aliasing, heap; 1 and 2 threads)', async () => {
+    await withThreads((threads) => {
+      const r = uniform(61 + threads);
+      for (let k = 0; k < 40; k++) {
+        const rows = Math.floor(r() * 9);
+        const dim = 1 + Math.floor(r() * (k < 30 ? 70 : 5000));
+        const x = randomArray(r, rows * dim + 2, [1, 1e30, 3e38, 1e-40][k % 4]!);
+        const b = randomArray(r, dim, [1, 1e30, 3e38, 1e-40][(k >> 2) % 4]!);
+        if (k === 0 && dim >= 2) [b[0], b[1]] = [NaN, Infinity];
+        const where = `rows ${rows} dim ${dim} threads ${threads}`;
+        const want = new Float32Array(x.length).fill(5);
+        for (let i = 0; i < rows * dim; i++) want[i] = x[i]! + b[i % dim]!;
+        const got = new Float32Array(x.length).fill(5);
+        addBiasWasm(got, x, b, rows);
+        assertBits(got, want, `${where} bias`);
+        const h = inHeap(x);
+        try {
+          addBiasWasm(h.view, h.view, b, rows);
+          assertBits(h.view.subarray(0, rows * dim), want.subarray(0, rows * dim), `${where} bias heap in place`);
+        } finally {
+          wasmHeap().free(h.ptr);
+        }
+        // Two arrays, n = rows * dim, out = a, out = b and separate.
+        const n = rows * dim;
+        const y = randomArray(r, x.length, 1e3);
+        const wantAdd = new Float32Array(x.length).fill(5);
+        for (let i = 0; i < n; i++) wantAdd[i] = x[i]! + y[i]!;
+        const sum = new Float32Array(x.length).fill(5);
+        addWasm(sum, x, y, n);
+        assertBits(sum, wantAdd, `${where} add`);
+        const ox = x.slice();
+        addWasm(ox, ox, y, n);
+        assertBits(ox.subarray(0, n), wantAdd.subarray(0, n), `${where} add out = a`);
+        const oy = y.slice();
+        addWasm(oy, x, oy, n);
+        assertBits(oy.subarray(0, n), wantAdd.subarray(0, n), `${where} add out = b`);
+      }
+    });
+  });
+
+  test('addBiasWasm and addWasm reject bad shapes', () => {
+    const a = new Float32Array(8);
+    assert.match(errorText(() => addBiasWasm(a, a, new Float32Array(4), 3)), /^shape: /);
+    assert.match(errorText(() => addBiasWasm(a, a, new Float32Array(0), 1)), /^shape: /);
+    assert.match(errorText(() => addBiasWasm(a, a, new Float32Array(4), -1)), /^shape: /);
+    assert.match(errorText(() => addWasm(a, a, new Float32Array(4))), /^shape: /);
+    assert.match(errorText(() => addWasm(a, a, a, 9)), /^shape: /);
   });
 });

@@ -6,12 +6,18 @@
  *   swigluWasm         src/ops/swiglu.ts    swiglu              out = g / (1 + exp(-g)) * up
  *   softmaxWasm        src/ops/softmax.ts   softmaxInPlace      (Float32Array)
  *   roundF32ArrayWasm  src/core/dtype.ts    roundF32ArrayInPlace
+ *   layerNormWasm      src/models/clip/model.ts  layerNorm     out = (x - mean) / sqrt(var + eps) * w + b
+ *   quickGeluWasm      src/models/clip/model.ts  quickGelu     out = x / (1 + exp(-1.702 x))
+ *   addBiasWasm        src/models/clip/model.ts  linearBias's bias add   out[r, i] = x[r, i] + b[i]
+ *   addWasm            (a plain f32 loop)                      out[i] = a[i] + b[i]
  *
  * Precision: rmsNorm, swiglu and softmax compute in f64 and round once to f32, like the
  * references; they differ from them only in the order of the f64 sums and in exp (the kernel's
  * own, ~1 f64 ulp), so outputs are within 1 f32 ulp of the references and usually bit-identical
  * (the tests assert <= 1 ulp). roundF32ArrayWasm is bit-identical to roundF32ArrayInPlace
- * (data and counts).
+ * (data and counts). layerNormWasm is bit-identical to layerNorm (its f64 sums run in the
+ * reference's order); quickGeluWasm is within 1 f32 ulp of quickGelu (f64, the kernel's exp);
+ * addBiasWasm and addWasm are exact f32 adds, bit-identical to the plain loops.
  *
  * Memory: an array that is a view into the wasm heap is used in place (no copy); any other array
  * is copied into heap scratch (grown as needed, then reused: no allocation per call once big
@@ -104,6 +110,7 @@ function expConstants(): number {
 const scratchA = new Scratch();
 const scratchB = new Scratch();
 const scratchC = new Scratch();
+const scratchD = new Scratch();
 
 /** Heap pointer of a[0, n): the array itself if it lives in the heap, else a copy in `s`. */
 function input(a: Float32Array, n: number, s: Scratch): number {
@@ -255,4 +262,127 @@ export function roundF32ArrayWasm(data: Float32Array, n: number, dtype: DType, c
   counts.absmax = bitsToF32[0]!;
   if (copied) data.set(scratchA.view(n));
   return counts;
+}
+
+const lnArgs = [0, 0, 0, 0, 0, 0];
+/** Two scalar f64 passes and a vector one: a row costs ~3 of rmsNorm's. */
+const lnJob = { kernel: KERNEL, fn: 'layernorm', args: lnArgs, rows: 0, rowWork: 0 };
+
+/**
+ * LayerNorm (layerNorm in src/models/clip/model.ts) in WASM SIMD, bit for bit: each of `rows` rows
+ * of dim values becomes (x - mean) / sqrt(var + eps) * weight + bias, mean and biased variance in
+ * float64. out may be x.
+ */
+export function layerNormWasm(out: Float32Array, x: Float32Array, weight: Float32Array, bias: Float32Array, eps: number, rows: number, dim: number): void {
+  if (!Number.isInteger(rows) || rows < 0 || !Number.isInteger(dim) || dim <= 0) fail('shape', `layerNorm: invalid rows ${rows} or dim ${dim}`);
+  if (weight.length !== dim || bias.length !== dim) fail('shape', `layerNorm: weight and bias have ${weight.length} and ${bias.length} values, expected ${dim}`);
+  if (x.length < rows * dim || out.length < rows * dim) fail('shape', `layerNorm: x and out need ${rows} x ${dim} values, have ${x.length} and ${out.length}`);
+  if (rows === 0) return;
+  const n = rows * dim;
+  const heap = wasmHeap();
+  const xPtr = input(x, n, scratchA);
+  const wPtr = input(weight, dim, scratchB);
+  const bPtr = input(bias, dim, scratchD);
+  let outPtr = heap.ptrOf(out);
+  const outCopied = outPtr === undefined;
+  if (outPtr === undefined) outPtr = out === x ? xPtr : scratchC.ensure(n);
+  lnArgs[0] = outPtr;
+  lnArgs[1] = xPtr;
+  lnArgs[2] = wPtr;
+  lnArgs[3] = bPtr;
+  lnArgs[4] = eps;
+  lnArgs[5] = dim;
+  lnJob.rows = rows;
+  lnJob.rowWork = 3 * dim;
+  runRows(lnJob);
+  if (outCopied) output(out, n, out === x ? scratchA : scratchC);
+}
+
+/** Heap pointers of the last staged 1-D call (module state, so a call allocates nothing). */
+const staged = { out: 0, a: 0, b: 0, outScratch: undefined as Scratch | undefined };
+
+/** Stages out = f(a[, b]) over n values with swigluWasm's scratch rules (out may alias an input). */
+function stage1d(out: Float32Array, a: Float32Array, b: Float32Array | undefined, n: number): void {
+  const aPtr = input(a, n, scratchA);
+  const bPtr = b === undefined ? 0 : b === a ? aPtr : input(b, n, scratchB);
+  const outPtr = wasmHeap().ptrOf(out);
+  staged.a = aPtr;
+  staged.b = bPtr;
+  if (outPtr !== undefined) {
+    staged.out = outPtr;
+    staged.outScratch = undefined;
+  } else {
+    // out aliasing an input that was copied: write into that copy and bring it back.
+    staged.outScratch = out === a ? scratchA : out === b ? scratchB : scratchC;
+    staged.out = out === a ? aPtr : out === b ? bPtr : scratchC.ensure(n);
+  }
+}
+
+/** Copies a staged call's result back when out is not a heap view. */
+function unstage1d(out: Float32Array, n: number): void {
+  if (staged.outScratch !== undefined) output(out, n, staged.outScratch);
+}
+
+/** The factor of quick_gelu's exp: x sigmoid(1.702 x) = x / (1 + exp(-1.702 x)). */
+const QUICK_GELU_K = -1.702;
+const qgArgs = [0, 0, 0, QUICK_GELU_K, CHUNK, 0];
+/** exp, like swiglu. */
+const qgJob = { kernel: KERNEL, fn: 'quick_gelu', args: qgArgs, rows: 0, rowWork: 2 * CHUNK };
+
+/** quickGelu (src/models/clip/model.ts) of x[0, n) into out[0, n) in WASM SIMD (out may be x); within 1 f32 ulp. */
+export function quickGeluWasm(out: Float32Array, x: Float32Array, n = out.length): void {
+  if (!Number.isInteger(n) || n < 0 || x.length < n || out.length < n) fail('shape', `quickGelu: need ${n} values, have out ${out.length}, x ${x.length}`);
+  if (n === 0) return;
+  stage1d(out, x, undefined, n);
+  qgArgs[0] = staged.out;
+  qgArgs[1] = staged.a;
+  qgArgs[2] = n;
+  qgArgs[5] = expConstants();
+  qgJob.rows = Math.ceil(n / CHUNK);
+  runRows(qgJob);
+  unstage1d(out, n);
+}
+
+const biasArgs = [0, 0, 0, 0];
+/** A load, an add and a store per value: half of rmsNorm's work per value. */
+const biasJob = { kernel: KERNEL, fn: 'add_bias', args: biasArgs, rows: 0, rowWork: 0 };
+
+/** out[r, i] = x[r, i] + bias[i] in f32 over `rows` rows of bias.length values (out may be x); bit-exact. */
+export function addBiasWasm(out: Float32Array, x: Float32Array, bias: Float32Array, rows: number): void {
+  const dim = bias.length;
+  if (!Number.isInteger(rows) || rows < 0 || dim === 0) fail('shape', `addBias: invalid rows ${rows} or bias length ${dim}`);
+  if (x.length < rows * dim || out.length < rows * dim) fail('shape', `addBias: x and out need ${rows} x ${dim} values, have ${x.length} and ${out.length}`);
+  if (rows === 0) return;
+  const n = rows * dim;
+  const heap = wasmHeap();
+  const xPtr = input(x, n, scratchA);
+  const bPtr = input(bias, dim, scratchB);
+  let outPtr = heap.ptrOf(out);
+  const outCopied = outPtr === undefined;
+  if (outPtr === undefined) outPtr = out === x ? xPtr : scratchC.ensure(n);
+  biasArgs[0] = outPtr;
+  biasArgs[1] = xPtr;
+  biasArgs[2] = bPtr;
+  biasArgs[3] = dim;
+  biasJob.rows = rows;
+  biasJob.rowWork = dim / 2;
+  runRows(biasJob);
+  if (outCopied) output(out, n, out === x ? scratchA : scratchC);
+}
+
+const addArgs = [0, 0, 0, 0, CHUNK];
+const addJob = { kernel: KERNEL, fn: 'add', args: addArgs, rows: 0, rowWork: CHUNK / 2 };
+
+/** out[i] = a[i] + b[i] in f32 for i < n (out may be a or b); bit-exact. */
+export function addWasm(out: Float32Array, a: Float32Array, b: Float32Array, n = out.length): void {
+  if (!Number.isInteger(n) || n < 0 || a.length < n || b.length < n || out.length < n) fail('shape', `add: need ${n} values, have out ${out.length}, a ${a.length}, b ${b.length}`);
+  if (n === 0) return;
+  stage1d(out, a, b, n);
+  addArgs[0] = staged.out;
+  addArgs[1] = staged.a;
+  addArgs[2] = staged.b;
+  addArgs[3] = n;
+  addJob.rows = Math.ceil(n / CHUNK);
+  runRows(addJob);
+  unstage1d(out, n);
 }

@@ -170,7 +170,7 @@ function emitTo(policy: PrecisionPolicy, probe: ClipProbe | undefined, name: Cli
 // ---- ops -------------------------------------------------------------------------------------
 
 /** LayerNorm of `rows` rows: (x - mean) / sqrt(var + eps) * w + b, mean and (biased) variance in float64. */
-function layerNorm(out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, eps: number, rows: number, dim: number): void {
+export function layerNorm(out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, eps: number, rows: number, dim: number): void {
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     let mean = 0;

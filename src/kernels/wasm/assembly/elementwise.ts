@@ -4,6 +4,18 @@
 //   swiglu:   out[i]    = g / (1 + exp(-g)) * up[i]                     (g = gate[i])
 //   softmax:  x[i]     <- exp(x[i] - m) / sum_j exp(x[j] - m),   m = max_j x[j]
 //   round_f16 / round_bf16: f32 values rounded to the nearest f16 / bf16 (ties to even), kept as f32
+//   layernorm: out[r, i] = (x[r, i] - m) * (1 / sqrt(v + eps)) * w[i] + b[i],
+//              m = sum_j x[r, j] / dim,  v = sum_j (x[r, j] - m)^2 / dim   (biased variance)
+//   quick_gelu: out[i]  = x / (1 + exp(k x))                              (k = -1.702)
+//   add_bias:  out[r, i] = x[r, i] + b[i]                                 (f32 adds)
+//   add:       out[i]    = a[i] + b[i]                                    (f32 adds)
+//
+// layernorm is bit-identical to the float64 reference (layerNorm in src/models/clip/model.ts):
+// its two sums are scalar f64 sums in the reference's order (left to right), and the output is
+// the same f64 operations in the same order, rounded once to f32. quick_gelu computes in f64 like
+// swiglu (exp64 below), so it is within 1 f32 ulp of the reference (usually identical). add_bias
+// and add are exact f32 adds, the same as the reference's (an f32 + f32 sum rounded through f64
+// is the correctly rounded f32 sum), so bit-identical.
 //
 // rmsnorm, swiglu and softmax compute in f64 (f64x2 lanes) and round once to f32 on store, like
 // the float64 references in src/ops. Their only differences from the references are the order
@@ -353,4 +365,117 @@ export function round_f16(p: usize, n: i32, bigBits: i32, res: usize, chunk: i32
 
 export function round_bf16(p: usize, n: i32, bigBits: i32, res: usize, chunk: i32, r0: i32, r1: i32, slot: i32): void {
   roundRange(true, p, n, bigBits, res, chunk, r0, r1, slot);
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm over rows [r0, r1) of dim values.
+// ---------------------------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline function lnHalf(v: v128, mean: v128, inv: v128, w: v128, b: v128): v128 {
+  return f64x2.add(f64x2.mul(f64x2.mul(f64x2.sub(v, mean), inv), w), b);
+}
+
+// @ts-ignore: decorator
+@inline function lnBlock(v: v128, w: v128, b: v128, mean: v128, inv: v128): v128 {
+  return to32(lnHalf(lo64(v), mean, inv, lo64(w), lo64(b)), lnHalf(hi64(v), mean, inv, hi64(w), hi64(b)));
+}
+
+/** out and x are rows * dim f32 (out may be x), w and b dim f32. slot unused. */
+export function layernorm(out: usize, x: usize, w: usize, b: usize, eps: f64, dim: i32, r0: i32, r1: i32, slot: i32): void {
+  slot;
+  const rowBytes = <usize>dim << 2;
+  for (let r = r0; r < r1; r++) {
+    const xr = x + <usize>r * rowBytes;
+    const or = out + <usize>r * rowBytes;
+    // Both sums left to right in f64, as the reference does (lanes would change the rounding).
+    let sum: f64 = 0;
+    for (let i = 0; i < dim; i++) sum += <f64>load<f32>(xr + (<usize>i << 2));
+    const mean = sum / <f64>dim;
+    let v: f64 = 0;
+    for (let i = 0; i < dim; i++) {
+      const d = <f64>load<f32>(xr + (<usize>i << 2)) - mean;
+      v += d * d;
+    }
+    const inv = 1.0 / Math.sqrt(v / <f64>dim + eps);
+    const meanv = f64x2.splat(mean);
+    const invv = f64x2.splat(inv);
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const off = <usize>i << 2;
+      v128.store(or + off, lnBlock(v128.load(xr + off), v128.load(w + off), v128.load(b + off), meanv, invv));
+    }
+    if (i < dim) {
+      const off = <usize>i << 2;
+      const t = dim - i;
+      storeTail(or + off, lnBlock(loadTail(xr + off, t), loadTail(w + off, t), loadTail(b + off, t), meanv, invv), t);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// quick_gelu over elements [r0 * chunk, min(r1 * chunk, n)).
+// ---------------------------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline function quickGelu64(v: v128, k: v128, c: usize): v128 {
+  return f64x2.div(v, f64x2.add(C(c, 6), exp64(f64x2.mul(k, v), c)));
+}
+
+/** out, x: n f32 (out may be x); k: the exp's factor (-1.702); chunk a multiple of 4; c: exp constants. */
+export function quick_gelu(out: usize, x: usize, n: i32, k: f64, chunk: i32, c: usize, r0: i32, r1: i32, slot: i32): void {
+  slot;
+  const kv = f64x2.splat(k);
+  const start = r0 * chunk;
+  const end = min(n, r1 * chunk);
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    const off = <usize>i << 2;
+    const v = v128.load(x + off);
+    v128.store(out + off, to32(quickGelu64(lo64(v), kv, c), quickGelu64(hi64(v), kv, c)));
+  }
+  if (i < end) {
+    const off = <usize>i << 2;
+    const v = loadTail(x + off, end - i);
+    storeTail(out + off, to32(quickGelu64(lo64(v), kv, c), quickGelu64(hi64(v), kv, c)), end - i);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// f32 adds: a bias broadcast over rows [r0, r1), and two arrays over [r0 * chunk, min(r1 * chunk, n)).
+// ---------------------------------------------------------------------------
+
+/** out and x are rows * dim f32 (out may be x), b dim f32. */
+export function add_bias(out: usize, x: usize, b: usize, dim: i32, r0: i32, r1: i32, slot: i32): void {
+  slot;
+  const rowBytes = <usize>dim << 2;
+  for (let r = r0; r < r1; r++) {
+    const xr = x + <usize>r * rowBytes;
+    const or = out + <usize>r * rowBytes;
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const off = <usize>i << 2;
+      v128.store(or + off, f32x4.add(v128.load(xr + off), v128.load(b + off)));
+    }
+    for (; i < dim; i++) {
+      const off = <usize>i << 2;
+      store<f32>(or + off, load<f32>(xr + off) + load<f32>(b + off));
+    }
+  }
+}
+
+/** out, a, b: n f32 (out may be a or b); chunk a multiple of 4. */
+export function add(out: usize, a: usize, b: usize, n: i32, chunk: i32, r0: i32, r1: i32, slot: i32): void {
+  slot;
+  const start = r0 * chunk;
+  const end = min(n, r1 * chunk);
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    const off = <usize>i << 2;
+    v128.store(out + off, f32x4.add(v128.load(a + off), v128.load(b + off)));
+  }
+  for (; i < end; i++) {
+    const off = <usize>i << 2;
+    store<f32>(out + off, load<f32>(a + off) + load<f32>(b + off));
+  }
 }
