@@ -366,6 +366,21 @@ describe('elementwise wasm kernels', () => {
           wasmHeap().free(hout.ptr);
         }
       }
+      // Rows where the order of the f64 sums decides the mean: [s.., 2^60, -2^60, t..] summed left
+      // to right loses the s values to the big pair, right to left the t values (lanes lose others).
+      for (const dim of [9, 16, 23, 64]) {
+        const xo = new Float32Array(dim);
+        for (let i = 0; i < dim; i++) xo[i] = i < dim >> 1 ? 1 + r() : -3 - r();
+        xo[dim >> 1] = 2 ** 60;
+        xo[(dim >> 1) + 1] = -(2 ** 60);
+        const wo = new Float32Array(dim).fill(1);
+        const bo = new Float32Array(dim);
+        const wantO = new Float32Array(dim);
+        layerNorm(wantO, xo, wo, bo, 1e-5, 1, dim);
+        const gotO = new Float32Array(dim);
+        layerNormWasm(gotO, xo, wo, bo, 1e-5, 1, dim);
+        assertBits(gotO, wantO, `order of the sums, dim ${dim} threads ${threads}`);
+      }
       // NaN and inf in a row make the whole row NaN, as in the reference.
       const x = new Float32Array([1, NaN, 2, 3, Infinity, 4, 5, 6]);
       const w = new Float32Array(4).fill(1);
