@@ -28,7 +28,9 @@
  * for its error bound). Full attention is causal attention where every token sits at the last
  * position: K and V are copied into the wasm heap as [head][position][headDim] and each token is
  * given position n - 1 of an n-position cache. 'reference' keeps the float64 loops below unchanged.
- * LayerNorm, the activations and the bias adds are the same TypeScript code under both.
+ * 'wasm' also runs LayerNorm (layerNormWasm: bit-identical), quick_gelu (quickGeluWasm: f64 with the
+ * kernel's exp, within 1 f32 ulp) and the bias and residual adds (exact f32 adds, bit-identical) on
+ * the elementwise kernels (src/kernels/wasm/elementwise.ts); the erf gelu stays TypeScript.
  *
  * Precision policy: op paths are `vision.<op>` (embeddings, pre_ln), `vision.layers.<l>.<op>`
  * and `projector.<op>`, matched by the policy's overrides (e.g. `vision.layers.*.fc2=f32`,
@@ -42,6 +44,7 @@
 import { type DType, roundF32ArrayInPlace } from '../../core/dtype.js';
 import { fail } from '../../core/errors.js';
 import { attentionWasm } from '../../kernels/wasm/attention.js';
+import { addBiasWasm, addWasm, layerNormWasm, quickGeluWasm } from '../../kernels/wasm/elementwise.js';
 import { wasmHeap } from '../../kernels/wasm/heap.js';
 import { type KernelChoice, linear, type Matrix } from '../../ops/linear.js';
 import { softmaxInPlace } from '../../ops/softmax.js';
@@ -308,6 +311,30 @@ export class ClipVisionModel {
     emitTo(this.policy, this.probe, name, layer, data, shape);
   }
 
+  // The elementwise ops on the chosen kernels (the WASM ones give the reference's bits, quick_gelu within 1 ulp).
+
+  private layerNorm(out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, eps: number, rows: number, dim: number): void {
+    if (this.kernels === 'wasm') layerNormWasm(out, x, w, b, eps, rows, dim);
+    else layerNorm(out, x, w, b, eps, rows, dim);
+  }
+
+  private linearBias(out: Float32Array, x: Float32Array, rows: number, w: Matrix, b: Float32Array): void {
+    if (this.kernels !== 'wasm') return linearBias(out, x, rows, w, b);
+    linear(out, x, rows, w);
+    addBiasWasm(out, out, b, rows);
+  }
+
+  /** out[i] = a[i] + b[i] in f32 for i < n. */
+  private add(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
+    if (this.kernels === 'wasm') return addWasm(out, a, b, n);
+    for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
+  }
+
+  private activation(act: ClipActivation, data: Float32Array, n: number): void {
+    if (this.kernels === 'wasm' && act === 'quick_gelu') quickGeluWasm(data, data, n);
+    else applyActivation(act, data, n);
+  }
+
   /**
    * Features of one image: `pixels` is [3, imageSize, imageSize] row-major, already normalized
    * (mean/std). Returns (outputRows, outputDim) row-major: for each kept row, the selected hidden
@@ -398,10 +425,10 @@ export class ClipVisionModel {
     linear(x.subarray(dim), patches, numPatches, w.patchEmbedding);
     // Class embedding in row 0, then position embeddings added to every row.
     x.set(w.classEmbedding, 0);
-    for (let i = 0; i < n * dim; i++) x[i] = x[i]! + w.positionEmbedding[i]!;
+    this.add(x, x, w.positionEmbedding, n * dim);
     this.emit('vision.embeddings', -1, x, [n, dim]);
     // pre_layrnorm, whose output is the residual stream (hidden_states[0]).
-    layerNorm(xb, x, w.preLnWeight, w.preLnBias, eps, n, dim);
+    this.layerNorm(xb, x, w.preLnWeight, w.preLnBias, eps, n, dim);
     x.set(xb);
     this.emit('vision.pre_ln', -1, x, [n, dim]);
     save(0);
@@ -410,12 +437,12 @@ export class ClipVisionModel {
     for (let l = 0; l < lastLayer; l++) {
       const lw = w.layers[l]!;
       // layer_norm1.
-      layerNorm(xb, x, lw.ln1Weight, lw.ln1Bias, eps, n, dim);
+      this.layerNorm(xb, x, lw.ln1Weight, lw.ln1Bias, eps, n, dim);
       this.emit('vision.ln1', l, xb, [n, dim]);
       // q, k, v projections (with bias).
-      linearBias(q, xb, n, lw.wq, lw.bq);
-      linearBias(k, xb, n, lw.wk, lw.bk);
-      linearBias(v, xb, n, lw.wv, lw.bv);
+      this.linearBias(q, xb, n, lw.wq, lw.bq);
+      this.linearBias(k, xb, n, lw.wk, lw.bk);
+      this.linearBias(v, xb, n, lw.wv, lw.bv);
       this.emit('vision.q', l, q, [n, nHeads, hd]);
       this.emit('vision.k', l, k, [n, nHeads, hd]);
       this.emit('vision.v', l, v, [n, nHeads, hd]);
@@ -446,25 +473,25 @@ export class ClipVisionModel {
       }
       this.emit('vision.attn_out', l, att, [n, dim]);
       // out_proj (with bias).
-      linearBias(proj, att, n, lw.wo, lw.bo);
+      this.linearBias(proj, att, n, lw.wo, lw.bo);
       this.emit('vision.o_proj', l, proj, [n, dim]);
       // Residual connection.
-      for (let i = 0; i < n * dim; i++) x[i] = x[i]! + proj[i]!;
+      this.add(x, x, proj, n * dim);
       this.emit('vision.residual_1', l, x, [n, dim]);
       // layer_norm2.
-      layerNorm(xb, x, lw.ln2Weight, lw.ln2Bias, eps, n, dim);
+      this.layerNorm(xb, x, lw.ln2Weight, lw.ln2Bias, eps, n, dim);
       this.emit('vision.ln2', l, xb, [n, dim]);
       // fc1 (with bias).
-      linearBias(hidden, xb, n, lw.fc1, lw.fc1Bias);
+      this.linearBias(hidden, xb, n, lw.fc1, lw.fc1Bias);
       this.emit('vision.fc1', l, hidden, [n, hiddenDim]);
       // The MLP activation (quick_gelu or gelu), in place.
-      applyActivation(c.act, hidden, n * hiddenDim);
+      this.activation(c.act, hidden, n * hiddenDim);
       this.emit('vision.act', l, hidden, [n, hiddenDim]);
       // fc2 (with bias).
-      linearBias(proj, hidden, n, lw.fc2, lw.fc2Bias);
+      this.linearBias(proj, hidden, n, lw.fc2, lw.fc2Bias);
       this.emit('vision.fc2', l, proj, [n, dim]);
       // Residual connection: hidden_states[l + 1].
-      for (let i = 0; i < n * dim; i++) x[i] = x[i]! + proj[i]!;
+      this.add(x, x, proj, n * dim);
       this.emit('vision.residual_2', l, x, [n, dim]);
       save(l + 1);
       yield;
