@@ -25,6 +25,7 @@ import { wasmHeap } from '../kernels/wasm/heap.js';
 import { LlavaModel } from '../models/llava/model.js';
 import { loadModel, type TextModel } from '../models/load.js';
 import { writeTinyModel } from '../models/tiny.js';
+import { logSoftmax64 } from '../testing/helpers.js';
 import { type RunningServer, type ServeOptions, startServer } from './http.js';
 
 let dir: string;
@@ -61,15 +62,6 @@ const clientFor = (server: RunningServer, apiKey = 'unused') => new OpenAI({ bas
 
 const userChat = (content: string): Array<{ role: 'user'; content: string }> => [{ role: 'user', content }];
 
-/** log-softmax of a row of logits in float64: x - (max + log sum exp(x - max)). */
-function logSoftmax64(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const x of row) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of row) sum += Math.exp(x - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (x) => x - lse);
-}
 
 /** Ids of the k largest entries, ties to the lower id. */
 function topIds(lp: Float64Array, k: number): number[] {

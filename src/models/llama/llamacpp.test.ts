@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { getLlama, type Llama, type Token } from 'node-llama-cpp';
 import { loadModel, type TextModel } from '../load.js';
 import { type TinyOptions, writeTinyModel } from '../tiny.js';
+import { logSoftmax64 } from '../../testing/helpers.js';
 
 let llama: Llama;
 let dir: string;
@@ -88,14 +89,6 @@ async function llamaCpp(path: string, ids: readonly number[]): Promise<{ greedy:
   }
 }
 
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (v) => v - lse);
-}
 
 async function greedy(model: TextModel, ids: readonly number[]): Promise<number[]> {
   const it = model.generate(ids, { temperature: 0, maxTokens: STEPS, stopTokenIds: [] });
@@ -125,7 +118,7 @@ for (const c of CASES) {
     const vocab = ours.config.vocabSize;
     let worst = 0;
     theirs.steps.forEach((step, s) => {
-      const lp = logSoftmax(logits.subarray((PROMPT.length - 1 + s) * vocab, (PROMPT.length + s) * vocab));
+      const lp = logSoftmax64(logits.subarray((PROMPT.length - 1 + s) * vocab, (PROMPT.length + s) * vocab));
       const top = [...step].sort((a, b) => b[1] - a[1]).slice(0, 5);
       for (const [t, l] of top) worst = Math.max(worst, Math.abs(lp[t]! - l));
     });
