@@ -205,6 +205,54 @@ test('attentionWasm is batch invariant: a multi-token call equals one call per t
   }
 });
 
+test('attentionWasm with GQA (a row = all query heads of a kv head) equals MHA over a cache with every kv head repeated, bit for bit', async () => {
+  setMinChunkWork(64);
+  // Long enough for several of the kernel's 32-position V blocks, odd sizes for the tails.
+  for (const c of [
+    { nHeads: 8, nKvHeads: 2, headDim: 128, kvDtype: 'f16' as const, past: 70, tokens: 3, seed: 600 },
+    { nHeads: 6, nKvHeads: 2, headDim: 20, kvDtype: 'f32' as const, past: 40, tokens: 2, window: 33, seed: 601 },
+    { nHeads: 4, nKvHeads: 1, headDim: 7, kvDtype: 'f16' as const, past: 65, tokens: 2, scoresDtype: 'f16' as const, seed: 602 },
+  ]) {
+    const { cache, params } = setup(c);
+    const group = c.nHeads / c.nKvHeads;
+    const length = params.length;
+    const mha = new KvCache({ nLayers: 1, nKvHeads: c.nHeads, headDim: c.headDim, capacity: length, dtype: 'f32', storage: 'wasm' });
+    try {
+      // The repeated cache in f32 holds the f16 values exactly, so the MHA rows see the same K and V.
+      const width = c.nHeads * c.headDim;
+      const k = new Float32Array(length * width);
+      const v = new Float32Array(length * width);
+      for (let j = 0; j < length; j++) {
+        for (let h = 0; h < c.nHeads; h++) {
+          for (let d = 0; d < c.headDim; d++) {
+            const from = Math.floor(h / group) * params.keys.headStride + j * c.headDim + d;
+            k[(j * c.nHeads + h) * c.headDim + d] = decoded(params.keys, from);
+            v[(j * c.nHeads + h) * c.headDim + d] = decoded(params.values, from);
+          }
+        }
+      }
+      mha.write(0, 0, length, k, v);
+      mha.advance(length);
+      for (const threads of [1, 2]) {
+        setThreads(threads);
+        if (threads > 1) await poolReady();
+        const gqa = run(params);
+        const size = c.tokens * c.nHeads * length;
+        const record = { scores: new Float32Array(size), probs: new Float32Array(size) };
+        const want = { scores: new Float32Array(size), probs: new Float32Array(size) };
+        attentionWasm({ ...params, out: new Float32Array(gqa.length), record });
+        const mhaParams = { ...params, keys: mha.keys(0), values: mha.values(0), nKvHeads: c.nHeads };
+        assert.deepEqual(run(mhaParams), gqa, `${JSON.stringify(c)}, ${threads} thread(s)`);
+        attentionWasm({ ...mhaParams, out: new Float32Array(gqa.length), record: want });
+        assert.deepEqual(record, want, `record, ${JSON.stringify(c)}, ${threads} thread(s)`);
+      }
+    } finally {
+      cache.dispose();
+      mha.dispose();
+    }
+  }
+});
+
 test('attentionWasm takes q and out as heap views, delegates to the reference for JS-heap KV, and fills a record like the reference', () => {
   setThreads(1);
   const c = { nHeads: 4, nKvHeads: 2, headDim: 20, kvDtype: 'f16' as const, past: 10, tokens: 2, seed: 400 };

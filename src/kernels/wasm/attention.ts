@@ -10,7 +10,8 @@
  *     Delta = (headDim / 4 + 8) * 2^-24 * scale * max_j sum_d |q_d k_jd|     (score error)
  * to first order (a score error Delta moves every a_j by a factor within e^(+-2 Delta)).
  *
- * Threads: rows (token, head) are split over the worker pool; each row is computed whole by one
+ * Threads: rows (token, kv head) are split over the worker pool; a row computes all the query heads
+ * of its kv head (GQA: each K/V row is read from memory once for the group), each whole on one
  * thread in an order that depends on headDim only, so results are bit-identical for any split or
  * batch (a multi-token call equals one call per token).
  *
@@ -65,7 +66,10 @@ export function attentionWasm(p: AttentionParams): void {
   const outIn = heap.ptrOf(out);
   const maxLen = maxPos + 1;
   const slots = threadCount();
-  const slotBytes = up64(maxLen * 12);
+  const group = nHeads / nKvHeads;
+  // Per slot: group x maxLen f64 scores and f32 probabilities, one decoded K row and 32 decoded
+  // V rows (the kernel's V_BLOCK) of headDim f32.
+  const slotBytes = up64(group * maxLen * 12 + 33 * headDim * 4);
   // Scratch layout: positions, q copy, out, then one score/probability block per thread slot.
   const posOff = 0;
   const qOff = posOff + up64(tokens * 4);
@@ -90,7 +94,7 @@ export function attentionWasm(p: AttentionParams): void {
   jobArgs[5] = values.headStride;
   jobArgs[6] = base + posOff;
   jobArgs[7] = nHeads;
-  jobArgs[8] = nHeads / nKvHeads;
+  jobArgs[8] = group;
   jobArgs[9] = headDim;
   jobArgs[10] = p.window ?? 0;
   jobArgs[11] = 1 / Math.sqrt(headDim);
@@ -104,9 +108,9 @@ export function attentionWasm(p: AttentionParams): void {
   jobArgs[19] = record ? base + recOff : 0;
   jobArgs[20] = record ? base + recOff + up64(recN * 4) : 0;
   jobArgs[21] = p.length;
-  job.rows = tokens * nHeads;
-  // Work of the longest row: a dot and a weighted sum per visible position.
-  job.rowWork = 2 * maxLen * headDim;
+  job.rows = tokens * nKvHeads;
+  // Work of the longest row: a dot and a weighted sum per visible position and query head.
+  job.rowWork = 2 * maxLen * headDim * group;
   runRows(job);
   if (outIn === undefined) out.set(heap.f32(outPtr, n));
   if (record) {

@@ -1,6 +1,6 @@
 // Causal multi-head attention over a KV cache, WASM SIMD, for src/kernels/wasm/attention.ts,
 // plus the f32 -> f16 store of the KV cache (src/generate/kv-cache.ts). Contract: the reference
-// src/ops/attention.ts. For one row r = (token t, query head h), kv head g = h / group:
+// src/ops/attention.ts. For each query head h of a row r = (token t, kv head g), h / group = g:
 //
 //     s_j = (q . K[g, j]) * scale              j in [lo, pos]   (dot in f32 lanes, scale in f64)
 //     s_j rounded to sType (via f32) when asked, as the reference does
@@ -14,6 +14,11 @@
 // K and V in f16 are decoded exactly (inf/NaN too). The order of every operation depends on
 // headDim and the row's own data only, never on which rows share a call or a thread: a token's
 // result is bit-identical however the rows are batched or split (batch invariance).
+//
+// Grouped-query attention: a row computes the `group` query heads of one kv head together, so each
+// K row and each V row of the cache is read from memory once per group instead of once per head
+// (f16 rows are also decoded once). Each head still runs exactly the operations a row of its own
+// would, in the same order (see attn_rows), so the results are those of one head per row, bit for bit.
 //
 // exp is computed here (AssemblyScript's Math.exp uses a lookup table, i.e. static data, which
 // kernels must not have): Cody-Waite reduction by ln 2 and a degree-13 Taylor polynomial,
@@ -183,15 +188,23 @@ function dotF16(q: usize, k: usize, n: i32): f32 {
 }
 
 // ---------------------------------------------------------------------------
-// Weighted sums out[d] = sum_j p_j v_j[d], j < cnt, rows `rowBytes` apart from v
+// Weighted sums out[d] = (acc ? out[d] : 0) + sum_j p_j v_j[d], j < cnt, rows `rowBytes` apart
+// from v. With acc the chains continue from the f32 values stored in out, so splitting the
+// positions into consecutive blocks gives the same bits as one call over all of them.
 // ---------------------------------------------------------------------------
 
-function weightedF32(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes: usize): void {
+// @ts-ignore: decorator
+@inline function start4(out: usize, acc: bool): v128 {
+  return acc ? v128.load(out) : f32x4.splat(0);
+}
+
+function weightedF32(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes: usize, acc: bool): void {
   let d = 0;
   // 32 outputs (8 accumulators) per pass over the positions: 128 bytes of every V row.
   for (; d + 32 <= n; d += 32) {
-    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-    let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+    const o = out + (<usize>d << 2);
+    let a0 = start4(o, acc), a1 = start4(o + 16, acc), a2 = start4(o + 32, acc), a3 = start4(o + 48, acc);
+    let a4 = start4(o + 64, acc), a5 = start4(o + 80, acc), a6 = start4(o + 96, acc), a7 = start4(o + 112, acc);
     let row = v + (<usize>d << 2);
     for (let j = 0; j < cnt; j++, row += rowBytes) {
       const w = f32x4.splat(load<f32>(p + (<usize>j << 2)));
@@ -204,7 +217,6 @@ function weightedF32(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
       a6 = f32x4.add(a6, f32x4.mul(w, v128.load(row, 96)));
       a7 = f32x4.add(a7, f32x4.mul(w, v128.load(row, 112)));
     }
-    const o = out + (<usize>d << 2);
     v128.store(o, a0);
     v128.store(o, a1, 16);
     v128.store(o, a2, 32);
@@ -215,24 +227,25 @@ function weightedF32(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
     v128.store(o, a7, 112);
   }
   for (; d + 4 <= n; d += 4) {
-    let a = f32x4.splat(0);
+    let a = start4(out + (<usize>d << 2), acc);
     let row = v + (<usize>d << 2);
     for (let j = 0; j < cnt; j++, row += rowBytes) a = f32x4.add(a, f32x4.mul(f32x4.splat(load<f32>(p + (<usize>j << 2))), v128.load(row)));
     v128.store(out + (<usize>d << 2), a);
   }
   for (; d < n; d++) {
-    let a: f32 = 0;
+    let a: f32 = acc ? load<f32>(out + (<usize>d << 2)) : 0;
     let row = v + (<usize>d << 2);
     for (let j = 0; j < cnt; j++, row += rowBytes) a += load<f32>(p + (<usize>j << 2)) * load<f32>(row);
     store<f32>(out + (<usize>d << 2), a);
   }
 }
 
-function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes: usize): void {
+function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes: usize, acc: bool): void {
   let d = 0;
   for (; d + 32 <= n; d += 32) {
-    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-    let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+    const o = out + (<usize>d << 2);
+    let a0 = start4(o, acc), a1 = start4(o + 16, acc), a2 = start4(o + 32, acc), a3 = start4(o + 48, acc);
+    let a4 = start4(o + 64, acc), a5 = start4(o + 80, acc), a6 = start4(o + 96, acc), a7 = start4(o + 112, acc);
     let row = v + (<usize>d << 1);
     for (let j = 0; j < cnt; j++, row += rowBytes) {
       const w = f32x4.splat(load<f32>(p + (<usize>j << 2)));
@@ -249,7 +262,6 @@ function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
       a6 = f32x4.add(a6, f32x4.mul(w, f16TopToF32x4(lowHalves(r3))));
       a7 = f32x4.add(a7, f32x4.mul(w, f16TopToF32x4(highHalves(r3))));
     }
-    const o = out + (<usize>d << 2);
     v128.store(o, a0);
     v128.store(o, a1, 16);
     v128.store(o, a2, 32);
@@ -260,7 +272,7 @@ function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
     v128.store(o, a7, 112);
   }
   for (; d + 4 <= n; d += 4) {
-    let a = f32x4.splat(0);
+    let a = start4(out + (<usize>d << 2), acc);
     let row = v + (<usize>d << 1);
     for (let j = 0; j < cnt; j++, row += rowBytes) {
       a = f32x4.add(a, f32x4.mul(f32x4.splat(load<f32>(p + (<usize>j << 2))), f16TopToF32x4(lowHalves(v128.load64_zero(row)))));
@@ -268,23 +280,47 @@ function weightedF16(out: usize, p: usize, v: usize, cnt: i32, n: i32, rowBytes:
     v128.store(out + (<usize>d << 2), a);
   }
   for (; d < n; d++) {
-    let a: f32 = 0;
+    let a: f32 = acc ? load<f32>(out + (<usize>d << 2)) : 0;
     let row = v + (<usize>d << 1);
     for (let j = 0; j < cnt; j++, row += rowBytes) a += load<f32>(p + (<usize>j << 2)) * f16ToF32(<u32>load<u16>(row));
     store<f32>(out + (<usize>d << 2), a);
   }
 }
 
+/** n f16 values at src -> f32 at dst, exactly (the same decode as the dots and sums use). */
+function decodeF16(dst: usize, src: usize, n: i32): void {
+  let d = 0;
+  for (; d + 8 <= n; d += 8) {
+    const raw = v128.load(src + (<usize>d << 1));
+    v128.store(dst + (<usize>d << 2), f16TopToF32x4(lowHalves(raw)));
+    v128.store(dst + (<usize>d << 2), f16TopToF32x4(highHalves(raw)), 16);
+  }
+  for (; d < n; d++) store<f32>(dst + (<usize>d << 2), f16ToF32(<u32>load<u16>(src + (<usize>d << 1))));
+}
+
 // ---------------------------------------------------------------------------
-// Rows r in [r0, r1), r = token * nHeads + head
+// Rows r in [r0, r1), r = token * nKvHeads + kv head: all `group` query heads of that kv head
 // ---------------------------------------------------------------------------
+
+/**
+ * Positions per block of the weighted sums when group > 1: V_BLOCK rows of V (decoded to f32 when
+ * f16: 32 x 128 x 4 = 16 KiB at headDim 128) are read from memory once and stay in L1 while every
+ * head of the group runs its chains over them, 32 outputs (8 accumulators) at a time in registers,
+ * stored to out between blocks (exact, so the bits equal one pass over all positions).
+ */
+const V_BLOCK: i32 = 32;
 
 /**
  * q, out: (tokens, nHeads, headDim) f32. k, v: kv head g's position j at (g * stride + j * headDim)
  * elements (f32 or f16 by kType / vType). positions: i32 per token. window 0: none.
- * scratch + slot * slotBytes: f64 scores then f32 probabilities, maxLen each.
- * recScores / recProbs (0: none): row r's scores (after scaling and rounding) and probabilities
- * as f32 at [r * recLen + position] (the monitor's record; positions not attended stay as they are).
+ * scratch + slot * slotBytes: f64 scores (group x maxLen), f32 probabilities (group x maxLen), then
+ * (group > 1, f16 K or V) one decoded K row and V_BLOCK decoded V rows of headDim f32.
+ * recScores / recProbs (0: none): query row (token t, head h)'s scores (after scaling and rounding)
+ * and probabilities as f32 at [(t * nHeads + h) * recLen + position] (the monitor's record;
+ * positions not attended stay as they are).
+ *
+ * Every head computes exactly what a row of its own would (same dots, same chains, same order):
+ * K row j is read once for the group's `group` dots, V once per block for the group's sums.
  */
 export function attn_rows(
   q: usize, out: usize, k: usize, v: usize, kStride: i32, vStride: i32, positions: usize,
@@ -294,45 +330,84 @@ export function attn_rows(
   recScores: usize, recProbs: usize, recLen: i32,
   r0: i32, r1: i32, slot: i32,
 ): void {
+  const nKvHeads = nHeads / group;
   const scores = scratch + <usize>slot * <usize>slotBytes;
-  const probs = scores + (<usize>maxLen << 3);
+  const probs = scores + (<usize>(group * maxLen) << 3);
+  const kBuf = probs + (<usize>(group * maxLen) << 2);
+  const vBuf = kBuf + (<usize>headDim << 2);
   const kes: usize = kType == T_F16 ? 2 : 4;
   const ves: usize = vType == T_F16 ? 2 : 4;
   const rowK = <usize>headDim * kes;
   const rowV = <usize>headDim * ves;
+  const qBytes = <usize>headDim << 2;
+  // With one head per kv head nothing is shared: dot and sum straight from the cache.
+  const decodeK = kType == T_F16 && group > 1;
   for (let r = r0; r < r1; r++) {
-    const t = r / nHeads;
-    const g = (r % nHeads) / group;
+    const t = r / nKvHeads;
+    const g = r % nKvHeads;
+    const h0 = t * nHeads + g * group; // first query row of the group
     const pos = load<i32>(positions + (<usize>t << 2));
     const lo = window > 0 ? max(0, pos - window + 1) : 0;
     const cnt = pos - lo + 1;
-    const qRow = q + <usize>r * <usize>headDim * 4;
+    const qRows = q + <usize>h0 * qBytes;
     let kRow = k + (<usize>g * <usize>kStride + <usize>lo * <usize>headDim) * kes;
 
-    let top = -Infinity;
+    // Scores: K row j once, the group's dots against it (head i's scores at i * maxLen).
     for (let j = 0; j < cnt; j++, kRow += rowK) {
-      const dot = kType == T_F16 ? dotF16(qRow, kRow, headDim) : dotF32(qRow, kRow, headDim);
-      let s = <f64>dot * scale;
-      if (sType != T_F32) s = <f64>roundAs(<f32>s, sType);
-      store<f64>(scores + (<usize>j << 3), s);
-      if (recScores != 0) store<f32>(recScores + ((<usize>r * <usize>recLen + <usize>(lo + j)) << 2), <f32>s);
-      if (s > top) top = s;
+      if (decodeK) decodeF16(kBuf, kRow, headDim);
+      for (let i = 0; i < group; i++) {
+        const qRow = qRows + <usize>i * qBytes;
+        const dot = decodeK ? dotF32(qRow, kBuf, headDim) : kType == T_F16 ? dotF16(qRow, kRow, headDim) : dotF32(qRow, kRow, headDim);
+        let s = <f64>dot * scale;
+        if (sType != T_F32) s = <f64>roundAs(<f32>s, sType);
+        store<f64>(scores + (<usize>(i * maxLen + j) << 3), s);
+        if (recScores != 0) store<f32>(recScores + ((<usize>(h0 + i) * <usize>recLen + <usize>(lo + j)) << 2), <f32>s);
+      }
     }
-    let sum: f64 = 0;
-    for (let j = 0; j < cnt; j++) {
-      const e = expF64(load<f64>(scores + (<usize>j << 3)) - top);
-      store<f64>(scores + (<usize>j << 3), e);
-      sum += e;
-    }
-    for (let j = 0; j < cnt; j++) {
-      store<f32>(probs + (<usize>j << 2), roundAs(<f32>(load<f64>(scores + (<usize>j << 3)) / sum), pType));
-    }
-    if (recProbs != 0) memory.copy(recProbs + ((<usize>r * <usize>recLen + <usize>lo) << 2), probs, <usize>cnt << 2);
 
+    // Softmax per head, in f64.
+    for (let i = 0; i < group; i++) {
+      const sc = scores + (<usize>(i * maxLen) << 3);
+      const pr = probs + (<usize>(i * maxLen) << 2);
+      let top = -Infinity;
+      for (let j = 0; j < cnt; j++) {
+        const s = load<f64>(sc + (<usize>j << 3));
+        if (s > top) top = s;
+      }
+      let sum: f64 = 0;
+      for (let j = 0; j < cnt; j++) {
+        const e = expF64(load<f64>(sc + (<usize>j << 3)) - top);
+        store<f64>(sc + (<usize>j << 3), e);
+        sum += e;
+      }
+      for (let j = 0; j < cnt; j++) {
+        store<f32>(pr + (<usize>j << 2), roundAs(<f32>(load<f64>(sc + (<usize>j << 3)) / sum), pType));
+      }
+      if (recProbs != 0) memory.copy(recProbs + ((<usize>(h0 + i) * <usize>recLen + <usize>lo) << 2), pr, <usize>cnt << 2);
+    }
+
+    // Weighted sums of V.
     const vRows = v + (<usize>g * <usize>vStride + <usize>lo * <usize>headDim) * ves;
-    const outRow = out + <usize>r * <usize>headDim * 4;
-    if (vType == T_F16) weightedF16(outRow, probs, vRows, cnt, headDim, rowV);
-    else weightedF32(outRow, probs, vRows, cnt, headDim, rowV);
+    const outRows = out + <usize>h0 * qBytes;
+    if (group == 1) {
+      if (vType == T_F16) weightedF16(outRows, probs, vRows, cnt, headDim, rowV, false);
+      else weightedF32(outRows, probs, vRows, cnt, headDim, rowV, false);
+      continue;
+    }
+    for (let j0 = 0; j0 < cnt; j0 += V_BLOCK) {
+      const n = min(V_BLOCK, cnt - j0);
+      let block = vRows + <usize>j0 * rowV;
+      let blockRow = rowV;
+      if (vType == T_F16) {
+        decodeF16(vBuf, block, n * headDim);
+        block = vBuf;
+        blockRow = qBytes;
+      }
+      for (let i = 0; i < group; i++) {
+        const pr = probs + (<usize>(i * maxLen + j0) << 2);
+        weightedF32(outRows + <usize>i * qBytes, pr, block, n, headDim, blockRow, j0 > 0);
+      }
+    }
   }
 }
 
