@@ -1,9 +1,10 @@
 /**
- * Decode attention: 1 new token against `positions` cached ones (default 2048), 32 heads x 128
- * (MHA, LLaMA-7B), f32 and f16 KV in a wasm-storage KvCache; the wasm kernel on 1 and 2 threads
- * against the reference (src/ops/attention.ts). Prints best and median of `rounds` calls, in ms.
+ * Decode attention: 1 new token against `positions` cached ones (default 2048), 32 query heads x 128
+ * over `kvHeads` kv heads (default 32: MHA, LLaMA-7B; 8: grouped-query, LLaMA-3-8B), f32 and f16 KV
+ * in a wasm-storage KvCache; the wasm kernel on 1 and 2 threads against the reference
+ * (src/ops/attention.ts). Prints best and median of `rounds` calls, in ms.
  *
- *   npm run build && node dist/bench/attention.js [positions] [rounds]
+ *   npm run build && node dist/bench/attention.js [positions] [rounds] [kvHeads]
  */
 import { KvCache } from '../src/generate/kv-cache.js';
 import { attentionWasm } from '../src/kernels/wasm/attention.js';
@@ -13,7 +14,9 @@ import { attention, type AttentionParams } from '../src/ops/attention.js';
 const positions = Number(process.argv[2] ?? 2048);
 const rounds = Number(process.argv[3] ?? 20);
 const nHeads = 32;
+const nKvHeads = Number(process.argv[4] ?? nHeads);
 const headDim = 128;
+if (!Number.isInteger(nKvHeads) || nKvHeads < 1 || nHeads % nKvHeads !== 0) throw new Error(`kvHeads must divide ${nHeads}, got ${process.argv[4]}`);
 
 function time(fn: () => void, n: number): { min: number; median: number } {
   fn();
@@ -28,11 +31,11 @@ function time(fn: () => void, n: number): { min: number; median: number } {
 }
 
 await poolReady();
-console.log(`decode attention, 1 token vs ${positions} positions, ${nHeads} heads x ${headDim} (ms: best / median of ${rounds})`);
+console.log(`decode attention, 1 token vs ${positions} positions, ${nHeads} query / ${nKvHeads} kv heads x ${headDim} (ms: best / median of ${rounds})`);
 for (const dtype of ['f32', 'f16'] as const) {
-  const cache = new KvCache({ nLayers: 1, nKvHeads: nHeads, headDim, capacity: positions, dtype, storage: 'wasm' });
+  const cache = new KvCache({ nLayers: 1, nKvHeads, headDim, capacity: positions, dtype, storage: 'wasm' });
   const width = nHeads * headDim;
-  const kv = Float32Array.from({ length: positions * width }, (_, i) => Math.sin(i * 0.37));
+  const kv = Float32Array.from({ length: positions * nKvHeads * headDim }, (_, i) => Math.sin(i * 0.37));
   cache.write(0, 0, positions, kv, kv);
   cache.advance(positions);
   const p: AttentionParams = {
@@ -43,7 +46,7 @@ for (const dtype of ['f32', 'f16'] as const) {
     positions: Int32Array.of(positions - 1),
     length: positions,
     nHeads,
-    nKvHeads: nHeads,
+    nKvHeads,
     headDim,
     scratch: new Float64Array(positions + headDim),
   };
